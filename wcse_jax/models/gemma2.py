@@ -1,0 +1,382 @@
+"""Gemma 2 decoder in Flax: scanned (local, global) layer pairs, remat, logical axes, KV cache.
+
+Numerically this is the official `gemma` package's Gemma 2 (tests compare logits on the same
+parameters); structurally it differs where pod-scale training needs it:
+- layers are stacked as (local sliding-window, global) pairs and run with `nn.scan`, so compile
+  time does not grow with depth and every parameter carries a leading "layers" axis;
+- the pair block can be rematerialised with a named policy (`remat_policy`);
+- every parameter and the main activations carry logical axis names (see wcse_jax/parallel.py);
+- the KV cache keeps only the window on local layers (a ring buffer) and the full length on
+  global layers;
+- `return_hidden=True` also returns the final-norm hidden states for scalar heads.
+
+Masking is positional: a key is visible to a query when its position is >= 0 (negative positions
+mark padding), not after the query's position, in the same segment (packed batches), and, on
+local layers, fewer than `sliding_window` positions behind.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wcse_jax.models.presets import Gemma2Config
+
+_MASK_VALUE = -2.3819763e38  # The reference's large negative logit for masked keys.
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str | None, ...],
+           init: Any, dtype: Any) -> jax.Array:
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+def _constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
+  return nn.with_logical_constraint(x, axes)
+
+
+@flax.struct.dataclass
+class Cache:
+  """Decoding state shared by all layers.
+
+  local_k/v: [pairs, B, W, kv_heads, head_dim] ring buffers, W = min(sliding_window, length);
+  global_k/v: [pairs, B, S, kv_heads, head_dim]; *_pos: the position held in each slot, -1 when
+  empty; index: the next time step (slot S is the cache end: the caller must stop before it).
+  """
+  local_k: jax.Array
+  local_v: jax.Array
+  global_k: jax.Array
+  global_v: jax.Array
+  local_pos: jax.Array
+  global_pos: jax.Array
+  index: jax.Array
+
+  @property
+  def length(self) -> int:
+    return self.global_k.shape[2]
+
+  def repeat(self, n: int) -> "Cache":
+    """Each row repeated n times (row i -> rows i*n .. i*n+n-1): N samples share one prefill."""
+    kv = lambda a: jnp.repeat(a, n, axis=1)
+    pos = lambda a: jnp.repeat(a, n, axis=0)
+    return Cache(kv(self.local_k), kv(self.local_v), kv(self.global_k), kv(self.global_v),
+                 pos(self.local_pos), pos(self.global_pos), self.index)
+
+
+def init_cache(config: Gemma2Config, batch: int, length: int, dtype: Any = jnp.float32) -> Cache:
+  """An empty cache for `batch` rows and `length` time steps."""
+  pairs = config.num_layers // 2
+  window = min(config.sliding_window, length)
+  kv_shape = lambda n: (pairs, batch, n, config.num_kv_heads, config.head_dim)
+  return Cache(
+      local_k=jnp.zeros(kv_shape(window), dtype), local_v=jnp.zeros(kv_shape(window), dtype),
+      global_k=jnp.zeros(kv_shape(length), dtype), global_v=jnp.zeros(kv_shape(length), dtype),
+      local_pos=jnp.full((batch, window), -1, jnp.int32),
+      global_pos=jnp.full((batch, length), -1, jnp.int32),
+      index=jnp.zeros((), jnp.int32))
+
+
+def _ring_slots(index: jax.Array, num_new: int, size: int) -> tuple[int, jax.Array]:
+  """Which of the new steps land in a ring of `size` slots (only the last `size` can) and where."""
+  keep = min(num_new, size)
+  slots = (index + num_new - keep + jnp.arange(keep)) % size
+  return keep, slots
+
+
+def _write_ring(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
+  """Writes new[:, -keep:] into the ring `buf` ([B, W, ...]) at time steps index.. ."""
+  keep, slots = _ring_slots(index, new.shape[1], buf.shape[1])
+  return buf.at[:, slots].set(new[:, new.shape[1] - keep:].astype(buf.dtype))
+
+
+def _write_linear(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
+  start = (0, index) + (0,) * (buf.ndim - 2)
+  return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+  """Rotary embedding on [B, L, N, H], rotating the two halves of the head dimension."""
+  half = x.shape[-1] // 2
+  timescale = base ** (2.0 * jnp.arange(half, dtype=jnp.float32) / x.shape[-1])
+  angles = positions[..., None, None].astype(jnp.float32) / timescale
+  sin, cos = jnp.sin(angles), jnp.cos(angles)
+  first, second = jnp.split(x, 2, axis=-1)
+  out = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class _Weight(nn.Module):
+  """One weight named "w" in its own scope, matching the reference's `Einsum` layout."""
+  shape: tuple[int, ...]
+  axes: tuple[str | None, ...]
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    return _param(self, "w", self.shape, self.axes, nn.initializers.normal(0.02), self.param_dtype)
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm with Gemma's (1 + scale); statistics in float32 whatever the compute dtype."""
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = _param(self, "scale", (x.shape[-1],), ("norm",), nn.initializers.zeros_init(),
+                   self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + 1e-6)
+    return (normed * (1 + scale.astype(jnp.float32))).astype(x.dtype)
+
+
+class Attention(nn.Module):
+  """Grouped-query attention with soft-capped logits; local layers see a sliding window."""
+  config: Gemma2Config
+  local: bool
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, positions, segment_ids, kv, kv_pos, index):
+    cfg = self.config
+    weight = lambda name, shape, axes: _Weight(shape, axes, self.param_dtype, name=name)()
+    wq = weight("q_einsum", (cfg.num_heads, cfg.embed_dim, cfg.head_dim),
+                ("heads", "embed", "head_dim"))
+    wkv = weight("kv_einsum", (2, cfg.num_kv_heads, cfg.embed_dim, cfg.head_dim),
+                 (None, "kv_heads", "embed", "head_dim"))
+    wo = weight("attn_vec_einsum", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
+                ("heads", "head_dim", "embed"))
+    x = x.astype(self.dtype)
+    q = jnp.einsum("BTD,NDH->BTNH", x, wq.astype(self.dtype))
+    k, v = jnp.einsum("BSD,CKDH->CBSKH", x, wkv.astype(self.dtype))
+    q = apply_rope(q, positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, self.dtype)
+    k = apply_rope(k, positions, cfg.rope_base)
+    q = _constrain(q, ("batch", "length", "heads", "head_dim"))
+
+    new_kv = None
+    keys, values, key_pos, key_seg = k, v, positions, segment_ids
+    if kv is not None:
+      cache_k, cache_v = kv
+      write = _write_ring if self.local else _write_linear
+      new_kv = (write(cache_k, k, index), write(cache_v, v, index))
+      if self.local and x.shape[1] > 1:
+        # A chunk longer than one step may overwrite ring slots its own earlier queries still
+        # need, so attend over (old ring ++ chunk) and only then keep the ring's last W steps.
+        keys = jnp.concatenate([cache_k.astype(self.dtype), k], axis=1)
+        values = jnp.concatenate([cache_v.astype(self.dtype), v], axis=1)
+        key_pos = jnp.concatenate([kv_pos, positions], axis=1)
+      else:
+        keys, values = new_kv[0].astype(self.dtype), new_kv[1].astype(self.dtype)
+        # The caller passes global positions already updated; the ring's are updated here.
+        key_pos = _write_ring(kv_pos, positions, index) if self.local else kv_pos
+      key_seg = None
+
+    b, t, n, h = q.shape
+    groups = n // cfg.num_kv_heads
+    q = q.reshape(b, t, cfg.num_kv_heads, groups, h)
+    logits = jnp.einsum("BTKGH,BSKH->BTKGS", q, keys, preferred_element_type=jnp.float32)
+    logits = jnp.tanh(logits / cfg.attn_softcap) * cfg.attn_softcap
+
+    qp, kp = positions[:, :, None], key_pos[:, None, :]
+    mask = (kp >= 0) & (kp <= qp)
+    if key_seg is not None:
+      mask &= segment_ids[:, :, None] == key_seg[:, None, :]
+    if self.local:
+      mask &= kp > qp - cfg.sliding_window
+    logits = jnp.where(mask[:, :, None, None, :], logits, _MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    out = jnp.einsum("BTKGS,BSKH->BTKGH", probs, values).reshape(b, t, n, h)
+    out = _constrain(out, ("batch", "length", "heads", "head_dim"))
+    return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(self.dtype)), new_kv
+
+
+class FeedForward(nn.Module):
+  """GeGLU MLP with the tanh-approximate GELU."""
+  config: Gemma2Config
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    init = nn.initializers.normal(0.02)
+    w_gate = _param(self, "gating_einsum", (2, cfg.embed_dim, cfg.hidden_dim),
+                    (None, "embed", "mlp"), init, self.param_dtype)
+    w_out = _param(self, "linear", (cfg.hidden_dim, cfg.embed_dim), ("mlp", "embed"), init,
+                   self.param_dtype)
+    gate = jnp.einsum("BTD,NDF->BTNF", x.astype(self.dtype), w_gate.astype(self.dtype))
+    hidden = nn.gelu(gate[..., 0, :], approximate=True) * gate[..., 1, :]
+    hidden = _constrain(hidden, ("batch", "length", "mlp"))
+    return jnp.einsum("BTF,FD->BTD", hidden, w_out.astype(self.dtype))
+
+
+class Block(nn.Module):
+  """Pre- and post-normed attention and MLP, each added to the residual stream."""
+  config: Gemma2Config
+  local: bool
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, positions, segment_ids, kv, kv_pos, index):
+    norm = lambda name: RMSNorm(self.param_dtype, name=name)
+    attn_out, new_kv = Attention(self.config, self.local, self.dtype, self.param_dtype, name="attn")(
+        norm("pre_attention_norm")(x), positions, segment_ids, kv, kv_pos, index)
+    x = x + norm("post_attention_norm")(attn_out)
+    mlp_out = FeedForward(self.config, self.dtype, self.param_dtype, name="mlp")(
+        norm("pre_ffw_norm")(x))
+    x = x + norm("post_ffw_norm")(mlp_out)
+    return _constrain(x, ("batch", "length", "embed")), new_kv
+
+
+class PairBlock(nn.Module):
+  """One local (sliding-window) layer followed by one global layer: the unit that is scanned."""
+  config: Gemma2Config
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, layer_cache, positions, segment_ids, local_pos, global_pos, index):
+    local_kv, global_kv = (None, None) if layer_cache is None else layer_cache
+    x, local_kv = Block(self.config, True, self.dtype, self.param_dtype, name="local")(
+        x, positions, segment_ids, local_kv, local_pos, index)
+    x, global_kv = Block(self.config, False, self.dtype, self.param_dtype, name="global")(
+        x, positions, segment_ids, global_kv, global_pos, index)
+    return x, (None if layer_cache is None else (local_kv, global_kv))
+
+
+@flax.struct.dataclass
+class Output:
+  logits: jax.Array  # [B, L, vocab], float32
+  cache: Cache | None
+  hidden: jax.Array | None  # [B, L, embed] after the final norm, when asked for
+
+
+class Gemma2(nn.Module):
+  """The Gemma 2 decoder.
+
+  Attributes:
+    config: the architecture (see presets.py).
+    dtype: compute dtype (float32, or bfloat16 with float32 master weights in `param_dtype`).
+    remat_policy: one of REMAT_POLICIES, applied to each scanned (local, global) pair.
+  """
+  config: Gemma2Config
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  remat_policy: str = "none"
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, positions: jax.Array, *, segment_ids: jax.Array | None = None,
+               cache: Cache | None = None, return_hidden: bool = False) -> Output:
+    """Runs the decoder.
+
+    Args:
+      tokens: [B, L] token ids.
+      positions: [B, L] absolute positions; negative marks padding (never attended to).
+      segment_ids: [B, L] ids of packed sequences (tokens attend only within their segment).
+        Not allowed together with `cache`.
+      cache: decoding state; the L tokens are written at time steps cache.index .. +L-1.
+      return_hidden: also return the final-norm hidden states.
+    """
+    cfg = self.config
+    if cfg.num_layers % 2:
+      raise ValueError(f"{cfg.name}: num_layers must be even (local, global pairs), got {cfg.num_layers}")
+    if cache is not None and segment_ids is not None:
+      raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy {self.remat_policy!r} is not one of {sorted(REMAT_POLICIES)}")
+
+    embedding = _Embedding(cfg, self.param_dtype, name="embedder")
+    x = embedding.encode(tokens).astype(self.dtype)
+    x = _constrain(x, ("batch", "length", "embed"))
+
+    block = PairBlock
+    policy = REMAT_POLICIES[self.remat_policy]
+    if self.remat_policy != "none":
+      block = nn.remat(block, policy=policy, prevent_cse=False)
+    scanned = nn.scan(
+        block, variable_axes={"params": 0}, split_rngs={"params": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=cfg.num_layers // 2, metadata_params={nn.PARTITION_NAME: "layers"})
+    layer_cache = None
+    local_pos = global_pos = index = None
+    if cache is not None:
+      layer_cache = ((cache.local_k, cache.local_v), (cache.global_k, cache.global_v))
+      local_pos, global_pos, index = cache.local_pos, cache.global_pos, cache.index
+      # Global layers attend over the cache after writing; they need the new positions already.
+      global_pos = _write_linear(global_pos, positions, index)
+    x, new_layer_cache = scanned(cfg, self.dtype, self.param_dtype, name="layers")(
+        x, layer_cache, positions, segment_ids, local_pos, global_pos, index)
+    x = RMSNorm(self.param_dtype, name="final_norm")(x)
+
+    logits = embedding.decode(x)
+    logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
+    new_cache = None
+    if cache is not None:
+      (lk, lv), (gk, gv) = new_layer_cache
+      new_cache = Cache(lk, lv, gk, gv, _write_ring(cache.local_pos, positions, index), global_pos,
+                        index + tokens.shape[1])
+    return Output(logits=logits, cache=new_cache, hidden=x if return_hidden else None)
+
+
+class _Embedding(nn.Module):
+  """Tied input/output embedding; inputs scaled by sqrt(embed_dim)."""
+  config: Gemma2Config
+  param_dtype: Any = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    self.input_embedding = _param(self, "input_embedding", (cfg.vocab_size, cfg.embed_dim),
+                                  ("vocab", "embed"), nn.initializers.normal(1.0), self.param_dtype)
+
+  def encode(self, tokens: jax.Array) -> jax.Array:
+    x = jnp.take(self.input_embedding, tokens, axis=0)
+    return x * jnp.sqrt(self.config.embed_dim).astype(x.dtype)
+
+  def decode(self, x: jax.Array) -> jax.Array:
+    logits = jnp.einsum("BTD,VD->BTV", x, self.input_embedding.astype(x.dtype),
+                        preferred_element_type=jnp.float32)
+    return _constrain(logits, ("batch", "length", "vocab"))
+
+
+def make_model(config: Gemma2Config, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+               remat_policy: str = "none") -> Gemma2:
+  return Gemma2(config, dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy)
+
+
+def abstract_params(model: Gemma2) -> Any:
+  """Shapes, dtypes and logical axes of the parameters, without allocating them."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens))["params"]
+
+
+def init_params(model: Gemma2, rng: jax.Array, shardings: Any = None) -> Any:
+  """Freshly initialised (unboxed) parameters, created directly with `shardings` when given."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  init = lambda r: nn.meta.unbox(model.init(r, tokens, tokens)["params"])
+  if shardings is not None:
+    init = jax.jit(init, out_shardings=shardings)
+  return init(rng)
+
+
+def forward(model: Gemma2, params: Any, tokens: jax.Array, positions: jax.Array, **kwargs) -> Output:
+  return model.apply({"params": params}, tokens, positions, **kwargs)
+
+
+def default_positions(tokens: jax.Array, pad_id: int = 0) -> jax.Array:
+  """Positions counting non-pad tokens from 0, -1 on pads (works for left or right padding)."""
+  valid = tokens != pad_id
+  return jnp.where(valid, jnp.cumsum(valid, axis=-1) - 1, -1).astype(jnp.int32)
+
+
+__all__ = ["Gemma2", "Cache", "Output", "init_cache", "make_model", "abstract_params", "init_params",
+           "forward", "default_positions", "apply_rope", "REMAT_POLICIES"]
