@@ -1,0 +1,384 @@
+"""Stage runner: runs an experiment's stages in order, each into its own folder with a MANIFEST.
+
+A stage is a function `fn(ctx) -> dict` registered by name in a stage module:
+
+  @experiment.stage("grade", config_keys=("grading",))
+  def grade(ctx):
+    samples = ctx.input("sample")      # the finished folder of an earlier stage
+    ...                                # write into ctx.out, resuming from what is already there
+    return {"records": n}              # counts for the manifest
+
+Folder protocol, for stage S in workdir W (DESIGN §1):
+  W/S.partial/  S writes here while it runs. The folder survives a crash and a rerun hands it to S
+                again, so S resumes from its own shards or checkpoints. Its START.json records the
+                config S was started with and the inputs it read; resuming it under another config,
+                or after an input was rebuilt, is an error rather than a silent mix.
+  W/S/          the finished stage: W/S.partial renamed atomically once MANIFEST.json is in it.
+                A rerun skips it after checking that its config hash and its inputs still match.
+
+Config scope: a stage's config hash covers `config_keys` (dotted keys it reads) or, when it names
+none, the whole config except the runner's own knobs (RUNNER_KEYS). A stage that names its keys
+can be reused when unrelated knobs change; one that under-declares them would be reused wrongly,
+so leave `config_keys` unset unless the stage's reads are clear.
+
+Multi-host: every process runs every stage function (each writes its own shards); only process 0
+creates folders, writes START/MANIFEST files and renames; all processes meet at a barrier around
+those steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+
+# Modules whose import registers the pipeline's stages. Configs add their own with
+# `config.stage_modules`.
+STAGE_MODULES: tuple[str, ...] = ()
+
+# The runner's own knobs: they decide what runs, not what a stage computes, so no stage hash
+# covers them (adding a stage to `stages` must not invalidate the finished ones).
+RUNNER_KEYS = ("stages", "stage_modules", "rerun", "distributed")
+
+MANIFEST = "MANIFEST.json"
+START = "START.json"
+PARTIAL_SUFFIX = ".partial"
+VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections",
+                      "numpy", "wcse_jax")
+
+_STAGE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_log = logging.getLogger("wcse_jax.experiment")
+
+
+class StageError(RuntimeError):
+  """A stage cannot run, or cannot be reused, as configured; the message says how to proceed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  name: str
+  fn: Callable[["Context"], Mapping[str, Any]]
+  config_keys: tuple[str, ...] | None
+
+
+_REGISTRY: dict[str, Stage] = {}
+
+
+def stage(name: str, *, config_keys: tuple[str, ...] | None = None):
+  """Decorator registering `fn(ctx) -> dict` as the stage `name`.
+
+  Args:
+    name: lower_snake_case stage name; also its folder name in the workdir.
+    config_keys: dotted config keys the stage reads (e.g. ("model", "sampling.temperature")); its
+      config hash covers only these. None: the whole config except RUNNER_KEYS.
+  """
+  if not _STAGE_NAME.match(name):
+    raise ValueError(f"stage name {name!r} must be lower_snake_case (it names a folder)")
+
+  def register(fn):
+    previous = _REGISTRY.get(name)
+    if previous is not None and _origin(previous.fn) != _origin(fn):
+      raise ValueError(f"stage {name!r} is registered twice: by {_origin(previous.fn)} and by "
+                       f"{_origin(fn)}")
+    keys = None if config_keys is None else tuple(config_keys)
+    _REGISTRY[name] = Stage(name=name, fn=fn, config_keys=keys)
+    return fn
+
+  return register
+
+
+def registered_stages() -> dict[str, Stage]:
+  """The stages registered so far (by the modules imported so far), by name."""
+  return dict(_REGISTRY)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The runner's knobs, with defaults; experiment configs start from this."""
+  config = ml_collections.ConfigDict()
+  config.stages = ()  # Stage names to run, in order, e.g. ("sample", "grade", "report").
+  config.stage_modules = ()  # Extra modules to import for their stages (beyond STAGE_MODULES).
+  config.rerun = ""  # Delete this stage and every later one in `stages`, then run them again.
+  config.distributed = False  # Call jax.distributed.initialize() first (multi-host launches).
+  return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What a stage function gets. `out` is its own folder; `input(name)` an earlier stage's."""
+  name: str
+  config: ml_collections.ConfigDict
+  workdir: str
+  out: str
+  is_chief: bool
+  log: logging.Logger
+  inputs_read: dict[str, str] = dataclasses.field(default_factory=dict)
+
+  def input(self, stage_name: str) -> str:
+    """Returns the finished folder of `stage_name` and records its manifest hash as an input."""
+    folder = os.path.join(self.workdir, stage_name)
+    manifest = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(manifest):
+      raise StageError(
+          f"stage {self.name!r} reads the output of stage {stage_name!r}, which is not finished "
+          f"in {self.workdir} ({manifest} does not exist). List {stage_name!r} before "
+          f"{self.name!r} in config.stages.")
+    digest = file_sha256(manifest)
+    start_path = os.path.join(self.out, START)
+    start = _read_json(start_path)
+    started_from = start["inputs"].get(stage_name)
+    if started_from is not None and started_from != digest:
+      raise StageError(
+          f"{self.out} was started from {stage_name!r} with manifest sha256 {started_from[:12]}, "
+          f"but {stage_name!r} has been rebuilt since (now {digest[:12]}); its partial work would "
+          f"mix both. Pass --config.rerun={self.name} to start {self.name!r} afresh.")
+    if started_from is None and self.is_chief:
+      start["inputs"][stage_name] = digest
+      _write_json(start_path, start)
+    self.inputs_read[stage_name] = digest
+    return folder
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, Any]]:
+  """Runs `config.stages` in order in `workdir`; returns every stage's manifest, by name."""
+  stages = resolve_stages(config)
+  names = [s.name for s in stages]
+  if is_chief():
+    os.makedirs(workdir, exist_ok=True)
+  if config.get("rerun"):
+    _delete_from(config.rerun, names, workdir)
+  return {s.name: _run_stage(s, config, workdir) for s in stages}
+
+
+def resolve_stages(config: ml_collections.ConfigDict) -> list[Stage]:
+  """Imports the stage modules and returns the stages `config.stages` names, in order."""
+  if "stages" not in config:
+    raise StageError("the config has no `stages` list; start it from experiment.base_config()")
+  names = config.stages
+  if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    raise StageError(f"config.stages must be a tuple of stage names, got {names!r}")
+  if len(set(names)) != len(names):
+    raise StageError(f"config.stages lists a stage twice: {names!r}")
+  modules = STAGE_MODULES + tuple(config.get("stage_modules", ()))
+  for module in modules:
+    try:
+      importlib.import_module(module)
+    except ModuleNotFoundError as e:
+      if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
+        raise  # The module exists; something it imports is missing.
+      raise StageError(f"stage module {module!r} cannot be imported: {e}") from e
+  known = sorted(_REGISTRY)
+  for name in names:
+    if name not in _REGISTRY:
+      close = difflib.get_close_matches(name, known, n=1)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
+      raise StageError(
+          f"unknown stage {name!r} in config.stages.{hint} Known stages: "
+          f"{', '.join(known) or '(none)'} (registered by the modules "
+          f"{', '.join(modules) or '(none)'}; add a module with config.stage_modules).")
+  return [_REGISTRY[name] for name in names]
+
+
+def stage_config(config: ml_collections.ConfigDict, spec: Stage) -> dict[str, Any]:
+  """The part of `config` that `spec`'s hash covers, as plain JSON-able data."""
+  if spec.config_keys is None:
+    scoped = {k: v for k, v in config.to_dict().items() if k not in RUNNER_KEYS}
+  else:
+    scoped = {}
+    for key in spec.config_keys:
+      node = config
+      for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+          raise StageError(f"stage {spec.name!r} reads config key {key!r}, which the config lacks")
+        node = node[part]
+      scoped[key] = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+  return json.loads(json.dumps(scoped, sort_keys=True, default=repr))
+
+
+def config_hash(scoped: Mapping[str, Any]) -> str:
+  """sha256 of a canonical JSON rendering (sorted keys, tuples as lists)."""
+  text = json.dumps(scoped, sort_keys=True, separators=(",", ":"), default=repr)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def is_chief() -> bool:
+  return jax.process_index() == 0
+
+
+def versions() -> dict[str, str]:
+  """Versions of the packages whose behaviour the outputs depend on."""
+  found = {"python": platform.python_version()}
+  for package in VERSIONED_PACKAGES:
+    try:
+      found[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      found[package] = "not installed"
+  return found
+
+
+def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  final = os.path.join(workdir, spec.name)
+  partial = final + PARTIAL_SUFFIX
+  scoped = stage_config(config, spec)
+  digest = config_hash(scoped)
+  _barrier(f"wcse_jax:{spec.name}:begin")
+  if os.path.isdir(final):
+    manifest = _check_reusable(spec.name, final, workdir, scoped, digest)
+    _log.info("stage %s: finished earlier in %s; skipping", spec.name, final)
+    return manifest
+
+  start_path = os.path.join(partial, START)
+  if os.path.isfile(start_path):
+    _check_same_config(spec.name, partial, _read_json(start_path), scoped, digest,
+                       what="was started")
+    _log.info("stage %s: resuming from %s (%d entries)", spec.name, partial,
+              len(os.listdir(partial)) - 1)
+  elif is_chief():
+    os.makedirs(partial, exist_ok=True)
+    _write_json(start_path, {"stage": spec.name, "config_hash": digest, "config": scoped,
+                             "inputs": {}, "started_at": _now()})
+    _log.info("stage %s: starting in %s", spec.name, partial)
+  _barrier(f"wcse_jax:{spec.name}:ready")
+
+  ctx = Context(name=spec.name, config=config, workdir=workdir, out=partial,
+                is_chief=is_chief(), log=logging.getLogger(f"wcse_jax.stage.{spec.name}"))
+  began = time.time()
+  counts = spec.fn(ctx)
+  wall = time.time() - began
+  if not isinstance(counts, Mapping):
+    raise StageError(f"stage {spec.name!r} returned {type(counts).__name__}; a stage returns a "
+                     f"dict of counts for its manifest")
+  try:
+    counts = json.loads(json.dumps(dict(counts), default=_numpy_scalar))
+  except TypeError as e:
+    raise StageError(f"stage {spec.name!r} returned counts that JSON cannot hold: {e}") from e
+  _barrier(f"wcse_jax:{spec.name}:computed")
+
+  if is_chief():
+    start = _read_json(start_path)
+    manifest = {
+        "stage": spec.name,
+        "config_hash": digest,
+        "config": scoped,
+        # START.json also holds inputs read by earlier attempts that this one skipped.
+        "inputs": {name: {"manifest_sha256": h}
+                   for name, h in sorted({**start["inputs"], **ctx.inputs_read}.items())},
+        "counts": counts,
+        "versions": versions(),
+        "process_count": jax.process_count(),
+        "started_at": start["started_at"],
+        "finished_at": _now(),
+        "wall_time_s": round(wall, 3),
+    }
+    _write_json(os.path.join(partial, MANIFEST), manifest)
+    os.rename(partial, final)
+    _log.info("stage %s: finished in %.1fs: %s", spec.name, wall, counts)
+  _barrier(f"wcse_jax:{spec.name}:end")
+  return _read_json(os.path.join(final, MANIFEST))
+
+
+def _check_reusable(name, final, workdir, scoped, digest) -> dict[str, Any]:
+  """The finished stage's manifest, if it may be reused; otherwise a StageError saying why."""
+  manifest_path = os.path.join(final, MANIFEST)
+  if not os.path.isfile(manifest_path):
+    raise StageError(f"{final} exists but holds no {MANIFEST}, so this runner did not finish it; "
+                     f"move it out of the workdir")
+  manifest = _read_json(manifest_path)
+  _check_same_config(name, final, manifest, scoped, digest, what="was made")
+  for source, recorded in manifest["inputs"].items():
+    source_manifest = os.path.join(workdir, source, MANIFEST)
+    if not os.path.isfile(source_manifest):
+      _log.warning("stage %s: its input %r is no longer in %s; reusing %s as built",
+                   name, source, workdir, final)
+    elif file_sha256(source_manifest) != recorded["manifest_sha256"]:
+      raise StageError(
+          f"stage {name!r} in {final} was built from {source!r} with manifest sha256 "
+          f"{recorded['manifest_sha256'][:12]}, but {source!r} has been rebuilt since; refusing "
+          f"to reuse it. Pass --config.rerun={name} to rebuild {name!r} and the stages after it.")
+  return manifest
+
+
+def _check_same_config(name, folder, recorded, scoped, digest, what):
+  if recorded["config_hash"] == digest:
+    return
+  old, new = _flatten(recorded["config"]), _flatten(scoped)
+  absent = "<absent>"
+  changed = [f"{k}: {old.get(k, absent)!r} -> {new.get(k, absent)!r}"
+             for k in sorted(set(old) | set(new)) if old.get(k, absent) != new.get(k, absent)]
+  raise StageError(
+      f"stage {name!r} in {folder} {what} with a different config (changed: "
+      f"{'; '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}); refusing to reuse it. "
+      f"Either use a new --workdir, or pass --config.rerun={name} to delete {name!r} and every "
+      f"later stage in config.stages and run them again.")
+
+
+def _delete_from(rerun: str, names: list[str], workdir: str) -> None:
+  if rerun not in names:
+    raise StageError(f"config.rerun={rerun!r} is not in config.stages ({', '.join(names)})")
+  if is_chief():
+    for name in names[names.index(rerun):]:
+      for folder in (os.path.join(workdir, name), os.path.join(workdir, name) + PARTIAL_SUFFIX):
+        if os.path.isdir(folder):
+          _log.info("config.rerun=%s: deleting %s", rerun, folder)
+          shutil.rmtree(folder)
+  _barrier(f"wcse_jax:rerun:{rerun}")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  flat = {}
+  for key, value in tree.items():
+    flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+  return flat
+
+
+def _barrier(tag: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(tag)
+
+
+def _origin(fn) -> str:
+  return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _numpy_scalar(value):
+  if hasattr(value, "item") and getattr(value, "shape", None) == ():
+    return value.item()
+  raise TypeError(f"{value!r} ({type(value).__name__}) is not JSON-serialisable")
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path: str, value: Any) -> None:
+  """Writes via a temporary file and a rename, so a crash never leaves half a file."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)

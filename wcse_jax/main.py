@@ -1,0 +1,129 @@
+r"""Runs an experiment: `python -m wcse_jax.main --config=configs/X.py[:arg] --workdir=DIR`.
+
+Any config field can be overridden with `--config.a.b=value` (tuples: repeat the flag,
+`--config.stages=sample --config.stages=grade`, or quote one Python literal,
+`--config.stages="('sample', 'grade')"`). Multi-host launches set `--config.distributed=true`
+and let jax.distributed.initialize() find the cluster, or pass --coordinator_address,
+--num_processes and --process_id.
+"""
+from __future__ import annotations
+
+import difflib
+import logging as std_logging
+import os
+import re
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+from ml_collections import config_flags
+
+from wcse_jax import experiment
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, path/to/config.py[:arg].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for every stage's output.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (default: detected by JAX).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes (default: detected by JAX).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index (default: detected by JAX).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  if config.get("distributed", False):
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  _log_to_file(workdir)
+  logging.info("process %d of %d; config %s:\n%s", jax.process_index(), jax.process_count(),
+               config_flags.get_config_filename(flags.FLAGS["config"]), config)
+  try:
+    experiment.run(config, workdir)
+  except experiment.StageError as e:  # A usage problem with a message that says what to do.
+    sys.exit(f"FATAL {e}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with errors that name the bad `--config.*` override.
+
+  ml_collections reports an unknown override key as a bare `KeyError: "'nm_samples'"` traceback,
+  and a value of the wrong type as e.g. "invalid literal for int()"; both exit here with one line
+  naming the key (and, for a wrong type, the type the field expects).
+  """
+  try:
+    return flags.FLAGS(argv)
+  except (KeyError, AttributeError):
+    message = unknown_override_message(argv)
+    if message is None:
+      raise
+  except flags.Error as e:
+    message = _with_expected_type(str(e))
+  sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+  sys.exit(1)
+
+
+def unknown_override_message(argv: list[str]) -> str | None:
+  """Describes the first `--config.*` override naming no field of the config (None if all do)."""
+  argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
+  config = flags.FLAGS["config"].parser.parse(_config_spec(argv))
+  for arg in argv:
+    match = re.match(r"--?(?:no)?config\.([^=]+)", arg)
+    if match and "[" not in match.group(1):  # Indexed paths (a.b[0]) are left to ml_collections.
+      problem = missing_field(config, match.group(1))
+      if problem:
+        return f"--config.{match.group(1)}: {problem}"
+  return None
+
+
+def missing_field(config: ml_collections.ConfigDict, path: str) -> str | None:
+  """Why the dotted `path` names no field of `config`, or None if it does."""
+  node, walked = config, "config"
+  for part in path.split("."):
+    if not isinstance(node, ml_collections.ConfigDict):
+      return (f"{walked} holds a {type(node).__name__} value, not a ConfigDict, so it has no "
+              f"field {part!r}")
+    if part not in node:
+      known = sorted(node.keys())
+      close = difflib.get_close_matches(part, known, n=1)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
+      return (f"{walked} has no field {part!r}.{hint} Its fields: "
+              f"{', '.join(known) or '(none)'}")
+    node, walked = node[part], f"{walked}.{part}"
+  return None
+
+
+def _config_spec(argv: list[str]) -> str:
+  for i, arg in enumerate(argv):
+    match = re.fullmatch(r"--?config(?:=(.*))?", arg)
+    if match:
+      return match.group(1) if match.group(1) is not None else argv[i + 1]
+  raise app.UsageError("--config is required")
+
+
+def _with_expected_type(message: str) -> str:
+  match = re.match(r"flag --(config\.[^=]+)=", message)
+  if not match or match.group(1) not in flags.FLAGS:
+    return message
+  expected = flags.FLAGS[match.group(1)].flag_type()
+  return f"{message} (the config field {match.group(1)} expects a {expected})"
+
+
+def _log_to_file(workdir: str) -> None:
+  """Adds a per-process log file in workdir/logs beside absl's stderr output."""
+  folder = os.path.join(workdir, "logs")
+  os.makedirs(folder, exist_ok=True)
+  handler = std_logging.FileHandler(os.path.join(folder, f"main.{jax.process_index()}.log"))
+  handler.setFormatter(logging.PythonFormatter())
+  std_logging.getLogger().addHandler(handler)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)
