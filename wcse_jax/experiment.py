@@ -40,6 +40,7 @@ import platform
 import re
 import shutil
 import time
+import uuid
 from typing import Any, Callable, Mapping
 
 import jax
@@ -276,6 +277,9 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
     start = _read_json(start_path)
     manifest = {
         "stage": spec.name,
+        # Unique per build, so a rebuild that happens to give equal counts still changes the
+        # manifest hash that later stages recorded as their input.
+        "build_id": uuid.uuid4().hex,
         "config_hash": digest,
         "config": scoped,
         # START.json also holds inputs read by earlier attempts that this one skipped.

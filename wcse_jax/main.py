@@ -88,8 +88,8 @@ def missing_field(config: ml_collections.ConfigDict, path: str) -> str | None:
   node, walked = config, "config"
   for part in path.split("."):
     if not isinstance(node, ml_collections.ConfigDict):
-      return (f"{walked} holds a {type(node).__name__} value, not a ConfigDict, so it has no "
-              f"field {part!r}")
+      return (f"{walked} holds a value of type {type(node).__name__}, not a ConfigDict, so it "
+              f"has no field {part!r}")
     if part not in node:
       known = sorted(node.keys())
       close = difflib.get_close_matches(part, known, n=1)
@@ -113,7 +113,7 @@ def _with_expected_type(message: str) -> str:
   if not match or match.group(1) not in flags.FLAGS:
     return message
   expected = flags.FLAGS[match.group(1)].flag_type()
-  return f"{message} (the config field {match.group(1)} expects a {expected})"
+  return f"{message} (the config field {match.group(1)} takes a value of type {expected})"
 
 
 def _log_to_file(workdir: str) -> None:
