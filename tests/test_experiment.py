@@ -155,6 +155,16 @@ def test_config_keys_scope_the_hash(tmp_path):
     experiment.run(config, str(tmp_path))
 
 
+def test_an_input_made_under_another_config_is_refused_even_when_not_listed(tmp_path):
+  register_pair([])
+  experiment.run(make_config(["first"]), str(tmp_path))
+  config = make_config(["second"])
+  config.model.size = 5
+  with pytest.raises(experiment.StageError, match="stage 'first' .* with a different config "
+                                                  "\\(changed: model.size: 2 -> 5\\)"):
+    experiment.run(config, str(tmp_path))
+
+
 def test_rerun_knob_deletes_that_stage_and_later_ones(tmp_path):
   calls = []
   register_pair(calls)

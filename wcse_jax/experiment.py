@@ -137,6 +137,11 @@ class Context:
           f"stage {self.name!r} reads the output of stage {stage_name!r}, which is not finished "
           f"in {self.workdir} ({manifest} does not exist). List {stage_name!r} before "
           f"{self.name!r} in config.stages.")
+    source = _REGISTRY.get(stage_name)
+    if source is not None:  # It may not be in config.stages this time; its config must still match.
+      scoped = stage_config(self.config, source)
+      _check_same_config(stage_name, folder, _read_json(manifest), scoped, config_hash(scoped),
+                         what="was made")
     digest = file_sha256(manifest)
     start_path = os.path.join(self.out, START)
     start = _read_json(start_path)

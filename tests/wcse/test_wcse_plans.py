@@ -71,7 +71,8 @@ def test_bad_arguments_are_clear_errors(kwargs, match):
 
 def test_a_dearer_wc_model_that_buys_nothing_is_an_error():
   with pytest.raises(ValueError, match="buy no WC sample"):
-    plans.make_plan(plans.ModelCost("a", params=1.0), plans.ModelCost("b", params=3.0), (1,), ("x",))
+    plans.make_plan(plans.ModelCost("a", params=1.0), plans.ModelCost("b", params=3.0),
+                    se_samples=(1,), budget_names=("x",))
 
 
 def test_unknown_model_or_budget():

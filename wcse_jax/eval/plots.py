@@ -22,7 +22,7 @@ def curves_vs_k(path: str, curves: Mapping[str, Mapping[int, float]], *, title: 
   for name, curve in curves.items():
     ks = sorted(curve)
     ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=name)
-  if max(max(c) for c in curves.values()) > 8:
+  if max((k for curve in curves.values() for k in curve), default=1) > 8:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
   ax.set(title=title, xlabel="k (samples per problem)", ylabel=ylabel)
