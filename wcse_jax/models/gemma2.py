@@ -209,11 +209,14 @@ class FeedForward(nn.Module):
   def __call__(self, x):
     cfg = self.config
     init = nn.initializers.normal(0.02)
-    w_gate = _param(self, "gating_einsum", (2, cfg.embed_dim, cfg.hidden_dim),
-                    (None, "embed", "mlp"), init, self.param_dtype)
+    if cfg.transpose_gating:
+      shape, axes, eq = (2, cfg.hidden_dim, cfg.embed_dim), (None, "mlp", "embed"), "BTD,NFD->BTNF"
+    else:
+      shape, axes, eq = (2, cfg.embed_dim, cfg.hidden_dim), (None, "embed", "mlp"), "BTD,NDF->BTNF"
+    w_gate = _param(self, "gating_einsum", shape, axes, init, self.param_dtype)
     w_out = _param(self, "linear", (cfg.hidden_dim, cfg.embed_dim), ("mlp", "embed"), init,
                    self.param_dtype)
-    gate = jnp.einsum("BTD,NDF->BTNF", x.astype(self.dtype), w_gate.astype(self.dtype))
+    gate = jnp.einsum(eq, x.astype(self.dtype), w_gate.astype(self.dtype))
     hidden = nn.gelu(gate[..., 0, :], approximate=True) * gate[..., 1, :]
     hidden = _constrain(hidden, ("batch", "length", "mlp"))
     return jnp.einsum("BTF,FD->BTD", hidden, w_out.astype(self.dtype))

@@ -24,6 +24,9 @@ class Gemma2Config:
   final_softcap: float = 30.0
   rope_base: float = 10_000.0
   max_len: int = 8192
+  # The 9B and 27B checkpoints store the GeGLU gating weight as [2, hidden, embed], not
+  # [2, embed, hidden]; our tree keeps each checkpoint's own layout.
+  transpose_gating: bool = False
 
   def __post_init__(self):
     if self.num_layers % 2:
@@ -63,11 +66,11 @@ _PRESETS = {
     "gemma2_2b": Gemma2Config("gemma2_2b", num_layers=26, embed_dim=2304, hidden_dim=9216,
                               num_heads=8, num_kv_heads=4, head_dim=256),
     "gemma2_9b": Gemma2Config("gemma2_9b", num_layers=42, embed_dim=3584, hidden_dim=14336,
-                              num_heads=16, num_kv_heads=8, head_dim=256),
+                              num_heads=16, num_kv_heads=8, head_dim=256, transpose_gating=True),
     # 27B scales queries by (d_model / num_heads)**-0.5 = 144**-0.5, not head_dim**-0.5.
     "gemma2_27b": Gemma2Config("gemma2_27b", num_layers=46, embed_dim=4608, hidden_dim=36864,
                                num_heads=32, num_kv_heads=16, head_dim=128,
-                               query_pre_attn_scalar=4608 // 32),
+                               query_pre_attn_scalar=4608 // 32, transpose_gating=True),
     # Tiny shapes for tests and CPU benchmarks (the benchmark's "tiny" and "small" configs).
     "tiny": Gemma2Config("tiny", num_layers=4, embed_dim=256, hidden_dim=1024, num_heads=4,
                          num_kv_heads=2, head_dim=64, vocab_size=1024, sliding_window=64,
