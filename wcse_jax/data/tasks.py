@@ -16,7 +16,7 @@ from wcse_jax.data.example import Example, Step, StepReport, Task
 from wcse_jax.data.real import GSM8K, MATH, MATH500, HumanEval
 from wcse_jax.data.words import LastLetterConcat, WordSorting
 
-__all__ = ["Example", "Step", "StepReport", "Task", "get_task", "known_tasks"]
+__all__ = ["Example", "Step", "StepReport", "Task", "get_task", "known_tasks", "task_splits"]
 
 _REGISTRY: dict[str, type[Task]] = {
     cls.name: cls for cls in (ArithChain, CompositionalGSM, LastLetterConcat, WordSorting,
@@ -41,6 +41,17 @@ def accepted_knobs(name: str) -> list[str]:
       if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in out:
         out.append(p.name)
   return out
+
+
+def task_splits(name: str, **knobs: Any) -> tuple[str, ...]:
+  """The split names of a task, known without generating or reading its data."""
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(known_tasks())}")
+  cls = _REGISTRY[name]
+  official = getattr(cls, "official_splits", None)
+  if official is None:
+    return cls.splits
+  return official + (("validation",) if knobs.get("validation_size") else ())
 
 
 def get_task(name: str, **knobs: Any) -> Task:
