@@ -179,7 +179,7 @@ def number(s: str, percent: str = "reject") -> fractions.Fraction | None:
   math-verify reads "50\\%" as 0.5).
   """
   s = s.strip().strip("$").strip()
-  s = s.replace("\\!", "").replace("\\,", "").replace(" ", "")
+  s = s.replace("\\!", "").replace("\\,", "")
   for prefix in ("\\$", "$"):
     if s.startswith(prefix):
       s = s[len(prefix):]

@@ -1,0 +1,207 @@
+"""Synthetic task generators: determinism, splits, knobs, step checking and false positives."""
+import re
+
+import pytest
+
+from wcse_jax.data import grading
+from wcse_jax.data.arith import ArithChain, CompositionalGSM
+from wcse_jax.data.tasks import get_task
+from wcse_jax.data.words import LastLetterConcat, WordSorting
+
+SMALL = {"arith_chain": dict(num_train=300, num_validation=50, num_test=100),
+         "compositional_gsm": dict(num_train=200, num_validation=20, num_test=50),
+         "last_letter_concat": dict(num_train_per_length=60, num_validation_per_length=10,
+                                    num_test_per_length=40),
+         "word_sorting": dict(num_train_per_length=60, num_validation_per_length=10,
+                              num_test_per_length=40)}
+CLASSES = {"arith_chain": ArithChain, "compositional_gsm": CompositionalGSM,
+           "last_letter_concat": LastLetterConcat, "word_sorting": WordSorting}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_deterministic_and_seed_dependent(name):
+  a = CLASSES[name](seed=3, **SMALL[name])
+  b = CLASSES[name](seed=3, **SMALL[name])
+  c = CLASSES[name](seed=4, **SMALL[name])
+  for split in ("train", "validation", "test"):
+    assert [e.to_dict() for e in a.examples(split)] == [e.to_dict() for e in b.examples(split)]
+  assert [e.question for e in a.examples("test")] != [e.question for e in c.examples("test")]
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_splits_disjoint_ids_unique_and_references_valid(name):
+  task = CLASSES[name](**SMALL[name])
+  questions, ids = {}, set()
+  for split in ("train", "validation", "test"):
+    for e in task.examples(split):
+      assert e.split == split and e.id not in ids and e.question not in questions
+      ids.add(e.id)
+      questions[e.question] = split
+      # The reference solution passes its own grader, every step right.
+      g = grading.grade(task, e, e.solution)
+      assert g.correct and g.steps_valid and not g.false_positive, (e.id, g)
+      assert e.solution.endswith(f"The answer is {e.answer}.")
+      assert [s.text for s in e.steps] == [l for l in e.solution.splitlines()
+                                           if task._is_step_line(l)]
+
+
+def test_test_split_does_not_depend_on_train_size():
+  small = ArithChain(num_train=10, num_validation=5, num_test=50)
+  large = ArithChain(num_train=500, num_validation=5, num_test=50)
+  assert [e.question for e in small.examples("test")] == [e.question for e in large.examples("test")]
+
+
+def test_arith_chain_format_and_knobs():
+  task = ArithChain(num_train=400, num_validation=0, num_test=0, min_steps=3, max_steps=3,
+                    max_operand=9, max_value=40, ops=("+", "-"))
+  step_re = re.compile(r"^Step (\d+): (\d+) ([-+]) (\d+) = (\d+)$")
+  for e in task.examples("train"):
+    lines = e.solution.splitlines()
+    assert len(lines) == 4 and lines[-1] == f"The answer is {e.answer}."
+    values = e.meta["values"]
+    assert 1 <= values[0] <= 9 and len(values) == 4
+    for i, line in enumerate(lines[:-1]):
+      m = step_re.match(line)
+      assert m and int(m[1]) == i + 1 and int(m[4]) <= 9
+      a, op, b, r = int(m[2]), m[3], int(m[4]), int(m[5])
+      assert (a + b if op == "+" else a - b) == r and 0 <= r <= 40
+      assert a == values[i] and r == values[i + 1]
+    assert f"has {values[0]} " in e.question and e.question.endswith("have now?")
+  with pytest.raises(ValueError, match="ops"):
+    ArithChain(ops=("/",))
+  with pytest.raises(ValueError, match="min_steps"):
+    ArithChain(min_steps=3, max_steps=2)
+
+
+def test_arith_chain_defaults_are_small():
+  task = get_task("arith_chain")
+  examples = task.examples("train")
+  assert len(examples) == 2000
+  words = set()
+  for e in examples:
+    assert 2 <= len(e.steps) <= 4
+    assert all(int(v) <= 99 for v in e.meta["values"])
+    assert len(e.solution) < 130
+    words.update(re.findall(r"[A-Za-z]+", e.question))
+  assert len(words) < 40  # A tiny, regular vocabulary.
+
+
+def test_too_many_examples_for_the_knobs_is_an_error():
+  task = ArithChain(num_train=5000, num_validation=0, num_test=0, min_steps=1, max_steps=1,
+                    max_operand=2, max_value=4, ops=("+",))
+  with pytest.raises(ValueError, match="distinct"):
+    task.examples("train")
+
+
+def test_word_task_lengths_follow_genrm():
+  ll = get_task("last_letter_concat")
+  ws = get_task("word_sorting")
+  assert {e.meta["length"] for e in ll.examples("train")} == {2, 3, 4}
+  assert {e.meta["length"] for e in ll.examples("validation")} == {2, 3, 4}
+  assert {e.meta["length"] for e in ll.examples("test")} == {6}
+  assert len(ll.examples("train")) == 3 * 350
+  assert {e.meta["length"] for e in ws.examples("test")} == {5}
+  assert len(ws.examples("train")) == 3 * 4096
+  e = ws.examples("test")[0]
+  assert e.answer == " ".join(sorted(e.meta["words"]))
+  e = ll.examples("test")[0]
+  assert e.answer == "".join(w[-1] for w in e.meta["words"])
+
+
+def test_compositional_parts_share_pairs():
+  knobs = SMALL["compositional_gsm"]
+  pair, q1, q2 = (CompositionalGSM(part=p, **knobs).examples("test") for p in ("pair", "q1", "q2"))
+  for p, a, b in zip(pair, q1, q2):
+    assert p.id.split("/", 2)[2] == a.id.split("/", 2)[2] == b.id.split("/", 2)[2]
+    x = p.meta["x"]
+    assert a.answer == str(x)
+    assert p.answer == b.answer
+    assert p.question.startswith("Let X be the answer to Q1.\nQ1: " + a.question)
+    assert " has X " in p.question and f" has {x} " in b.question
+    assert f"So X = {x}." in p.solution
+    assert len(p.steps) == len(a.steps) + len(b.steps)
+    assert int(p.answer) > 0
+
+
+def _inject(solution, step_index, new_result):
+  lines = solution.splitlines()
+  steps = [i for i, l in enumerate(lines) if l.startswith("Step")]
+  i = steps[step_index]
+  lines[i] = re.sub(r"= -?\d+$", f"= {new_result}", lines[i])
+  return "\n".join(lines)
+
+
+def test_step_checker_catches_injected_wrong_steps_in_arith():
+  task = ArithChain(**SMALL["arith_chain"])
+  caught = 0
+  for e in task.examples("test"):
+    for k in range(len(e.steps)):
+      wrong = int(e.steps[k].value) + 1
+      text = _inject(e.solution, k, wrong)
+      g = grading.grade(task, e, text)
+      report = task.check_steps(e, text)
+      assert report.marks[k] is False and sum(report.marks) == len(e.steps) - 1
+      assert g.steps_valid is False
+      if k < len(e.steps) - 1:
+        # The final answer line is untouched: right answer, wrong step = a false positive.
+        assert g.correct and g.false_positive
+      caught += 1
+  assert caught > 100
+
+
+def test_step_checker_missing_extra_and_malformed_steps():
+  task = ArithChain(**SMALL["arith_chain"])
+  e = task.examples("test")[0]
+  lines = e.solution.splitlines()
+  missing = "\n".join(lines[1:])
+  r = task.check_steps(e, missing)
+  assert not r.valid and len(r.marks) == len(e.steps)
+  extra = "\n".join(lines[:-1] + ["Step 9: 1 + 1 = 2", lines[-1]])
+  r = task.check_steps(e, extra)
+  assert not r.valid and r.marks[:len(e.steps)] == (True,) * len(e.steps) and not r.marks[-1]
+  malformed = e.solution.replace(e.steps[0].text, e.steps[0].text + " apples")
+  assert task.check_steps(e, malformed).marks[0] is False
+  spaced = e.solution.replace(" + ", "+").replace(" = ", "=")
+  assert task.check_steps(e, spaced).valid
+
+
+def test_step_checker_words_tasks():
+  ll = LastLetterConcat(**SMALL["last_letter_concat"])
+  e = ll.examples("test")[0]
+  w = e.meta["words"][1]
+  text = e.solution.replace(f'The last letter of "{w}" is "{w[-1]}".',
+                            f'The last letter of "{w}" is "{w[0]}".')
+  g = grading.grade(ll, e, text)
+  assert g.correct and g.false_positive and g.step_marks[1] is False and len(g.step_marks) == 7
+  assert sum(g.step_marks) == 6
+  ws = WordSorting(**SMALL["word_sorting"])
+  e = ws.examples("test")[0]
+  first = e.steps[0].value
+  other = [w for w in e.meta["words"] if w != first][0]
+  text = e.solution.replace(f'is "{first}".', f'is "{other}".', 1)
+  g = grading.grade(ws, e, text)
+  assert g.correct and g.false_positive and g.step_marks[0] is False
+
+
+def test_verification_rationale():
+  task = ArithChain(**SMALL["arith_chain"])
+  e = task.examples("test")[0]
+  good = task.verification_rationale(e, e.solution)
+  assert good.count("is correct.") == len(e.steps) + 1 and "incorrect" not in good
+  bad = task.verification_rationale(e, _inject(e.solution, 0, 1000))
+  assert "Step 1:" in bad and "incorrect; it should be: " + e.steps[0].text in bad
+  wrong_answer = e.solution.replace(f"The answer is {e.answer}.", "The answer is 1000.")
+  assert f"The final answer 1000 is incorrect; the answer is {e.answer}." in \
+      task.verification_rationale(e, wrong_answer)
+  ws = WordSorting(**SMALL["word_sorting"])
+  e = ws.examples("test")[1]
+  assert "missing" in ws.verification_rationale(e, "The answer is x.")
+
+
+def test_unknown_task_and_knob():
+  with pytest.raises(ValueError, match="known tasks: arith_chain, compositional_gsm, gsm8k"):
+    get_task("gsm9k")
+  with pytest.raises(TypeError, match="max_operand"):
+    get_task("arith_chain", operand_cap=3)
+  with pytest.raises(ValueError, match="no split 'dev'"):
+    get_task("word_sorting").examples("dev")
