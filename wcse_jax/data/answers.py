@@ -146,10 +146,16 @@ def extract_math(text: str) -> str | None:
   return found or None
 
 
+def fenced_code(text: str) -> str | None:
+  """The first fenced (```python) code block of `text`, or None when it has none."""
+  m = _FENCE_RE.search(text)
+  return m[1] if m else None
+
+
 def extract_code(text: str) -> str:
   """The first fenced code block of `text`, or all of it when it has none."""
-  m = _FENCE_RE.search(text)
-  return m[1] if m else text
+  block = fenced_code(text)
+  return text if block is None else block
 
 
 def extract(answer_format: str, text: str) -> str | None:

@@ -218,11 +218,11 @@ def grade_many(task: Task, examples: Sequence[Example], texts: Sequence[str], *,
   `sandbox_limits` (a sandbox.Limits) and `workers` apply to code tasks."""
   if len(examples) != len(texts):
     raise ValueError(f"grade_many: {len(examples)} examples but {len(texts)} texts")
-  stops = prompts.stop_strings(task)
-  texts = [answers.truncate_at_stop(t, stops) for t in texts]
   fmt = task.answer_format
   if fmt == "code":
-    return _grade_code(examples, texts, sandbox_limits, workers)
+    return _grade_code(task, examples, texts, sandbox_limits, workers)
+  stops = prompts.stop_strings(task)
+  texts = [answers.truncate_at_stop(t, stops) for t in texts]
   extracted = [answers.extract(fmt, t) for t in texts]
   step_fields = [_step_fields(task, ex, t) for ex, t in zip(examples, texts)]
   grades: list[Grade | None] = [None] * len(texts)
@@ -258,13 +258,17 @@ def grade(task: Task, example: Example, text: str, **kwargs) -> Grade:
   return grade_many(task, [example], [text], **kwargs)[0]
 
 
-def _grade_code(examples, texts, limits, workers) -> list[Grade]:
+def _grade_code(task, examples, texts, limits, workers) -> list[Grade]:
   from wcse_jax.data import sandbox
+  stops = prompts.stop_strings(task)
   programs, completions = [], []
   for ex, text in zip(examples, texts):
-    code = answers.extract_code(text)
+    code = answers.fenced_code(text)
+    fenced = code is not None
+    if not fenced:  # A raw completion ends at the first new top-level statement (Codex stops).
+      code = answers.truncate_at_stop(text, stops)
     completions.append(code)
-    programs.append(sandbox.humaneval_program(ex, code, fenced=code is not text))
+    programs.append(sandbox.humaneval_program(ex, code, fenced=fenced))
   results = sandbox.run_programs(programs, limits or sandbox.Limits(), workers=workers)
   return [Grade(extracted=c, correct=r.outcome == "pass", timed_out=r.outcome == "timeout",
                 detail=f"{r.outcome}: {r.output_tail[-500:]}")

@@ -173,7 +173,7 @@ def run_program(code: str, limits: Limits = Limits()) -> ExecResult:
   try:
     with open(out_path, "wb") as out:
       proc = subprocess.Popen(
-          [sys.executable, "-I", "-B", _CHILD, json.dumps(cfg)], cwd=work, env=env,
+          [sys.executable, "-I", "-B", "-u", _CHILD, json.dumps(cfg)], cwd=work, env=env,
           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
           start_new_session=True)
     os.close(write_fd)

@@ -1,4 +1,5 @@
-"""Child side of the code sandbox (sandbox.py starts it as `python -I -B sandbox_child.py CONFIG`).
+"""Child side of the code sandbox (sandbox.py starts it as `python -I -B -u sandbox_child.py CONFIG`;
+-u keeps stdout and stderr in order in the captured output).
 
 Standalone: stdlib and ctypes only, nothing of wcse_jax. Three processes per program:
 
