@@ -71,6 +71,8 @@ def test_arith_chain_format_and_knobs():
     ArithChain(ops=("/",))
   with pytest.raises(ValueError, match="min_steps"):
     ArithChain(min_steps=3, max_steps=2)
+  with pytest.raises(ValueError, match="leave no chain"):
+    ArithChain(ops=("*",), max_factor=1, num_train=2).examples("train")
 
 
 def test_arith_chain_defaults_are_small():

@@ -71,21 +71,28 @@ class ArithChain(SyntheticTask):
 
   def draw_chain(self, rng: random.Random) -> tuple[int, list[tuple[str, int]]]:
     """A start value and a list of (op, operand), every intermediate value in [0, max_value]."""
-    value = rng.randint(1, self.max_operand)
-    start, chain = value, []
-    for _ in range(rng.randint(self.min_steps, self.max_steps)):
-      options = []
-      if "+" in self.ops and value + 1 <= self.max_value:
-        options.append(("+", 1, min(self.max_operand, self.max_value - value)))
-      if "-" in self.ops and value >= 1:
-        options.append(("-", 1, min(self.max_operand, value)))
-      if "*" in self.ops and 2 <= self.max_factor and value * 2 <= self.max_value:
-        options.append(("*", 2, min(self.max_factor, self.max_value // max(value, 1))))
-      op, lo, hi = rng.choice(options)
-      b = rng.randint(lo, hi)
-      chain.append((op, b))
-      value = _apply(value, op, b)
-    return start, chain
+    for _ in range(100):
+      value = rng.randint(1, self.max_operand)
+      start, chain = value, []
+      for _ in range(rng.randint(self.min_steps, self.max_steps)):
+        options = []
+        if "+" in self.ops and value + 1 <= self.max_value:
+          options.append(("+", 1, min(self.max_operand, self.max_value - value)))
+        if "-" in self.ops and value >= 1:
+          options.append(("-", 1, min(self.max_operand, value)))
+        if "*" in self.ops and 2 <= self.max_factor and value * 2 <= self.max_value:
+          options.append(("*", 2, min(self.max_factor, self.max_value // max(value, 1))))
+        if not options:  # A dead end (e.g. only "-" and the value reached 0): draw again.
+          break
+        op, lo, hi = rng.choice(options)
+        b = rng.randint(lo, hi)
+        chain.append((op, b))
+        value = _apply(value, op, b)
+      else:
+        return start, chain
+    raise ValueError(f"{self.name}: ops={self.ops}, max_value={self.max_value}, "
+                     f"max_factor={self.max_factor} leave no chain of {self.min_steps}-"
+                     f"{self.max_steps} steps")
 
   @staticmethod
   def render(name: str, obj: str, start: str | int, chain) -> str:

@@ -171,12 +171,14 @@ def run_program(code: str, limits: Limits = Limits()) -> ExecResult:
   start = time.monotonic()
   hard_timeout = False
   try:
-    with open(out_path, "wb") as out:
-      proc = subprocess.Popen(
-          [sys.executable, "-I", "-B", "-u", _CHILD, json.dumps(cfg)], cwd=work, env=env,
-          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-          start_new_session=True)
-    os.close(write_fd)
+    try:
+      with open(out_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", "-u", _CHILD, json.dumps(cfg)], cwd=work, env=env,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,), start_new_session=True)
+    finally:
+      os.close(write_fd)  # Only the child keeps the write end, so reads see EOF once it is gone.
     try:
       proc.wait(timeout=limits.timeout_s + _GRACE_S)
     except subprocess.TimeoutExpired:
