@@ -181,15 +181,17 @@ class MathVerifyPool:
 
 
 _POOL: MathVerifyPool | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def math_verify_pool() -> MathVerifyPool:
   """The process-wide pool (started on first use, stopped at exit)."""
   global _POOL
-  if _POOL is None:
-    _POOL = MathVerifyPool(workers=min(2, os.cpu_count() or 1))
-    atexit.register(_POOL.close)
-  return _POOL
+  with _POOL_LOCK:
+    if _POOL is None:
+      _POOL = MathVerifyPool(workers=min(2, os.cpu_count() or 1))
+      atexit.register(_POOL.close)
+    return _POOL
 
 
 def _math_fast(pred: str, gold: str) -> bool | None:

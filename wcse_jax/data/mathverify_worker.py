@@ -7,14 +7,20 @@ work (a 10^(10^10) integer) and only works in a main thread. The parent enforces
 deadline instead, by killing this process.
 """
 import json
+import logging
+import os
+import resource
 import sys
 
 
 def main():
-  import logging
   logging.disable(logging.WARNING)  # math-verify warns about its disabled timeouts per call.
+  # A runaway expression should end in MemoryError (-> not equal), not in swapping the host.
+  resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+  # The protocol gets its own copy of stdout; anything a library prints goes to stderr.
+  out = os.fdopen(os.dup(1), "w")
+  sys.stdout = sys.stderr
   from math_verify import parse, verify
-  out = sys.stdout
   out.write('{"ready": true}\n')
   out.flush()
   for line in sys.stdin:

@@ -51,7 +51,7 @@ def _status(cfg, **fields):
 # B: namespaces
 
 
-def _unshare(cfg):
+def _unshare():
   """Enters new net+pid namespaces (and a user namespace when not root); returns a description or
   None when the kernel refuses."""
   root = os.geteuid() == 0
@@ -87,15 +87,23 @@ def _count_tasks(uid):
   return total
 
 
+def _set_limit(which, soft, hard):
+  # An unprivileged process cannot raise a hard limit: keep the lower of the two.
+  current = resource.getrlimit(which)[1]
+  if current != resource.RLIM_INFINITY:
+    soft, hard = min(soft, current), min(hard, current)
+  resource.setrlimit(which, (soft, hard))
+
+
 def _limits(cfg, shared_uid_count):
   cpu = int(cfg["cpu_s"])
-  resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-  resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-  resource.setrlimit(resource.RLIMIT_AS, (cfg["memory_bytes"],) * 2)
-  resource.setrlimit(resource.RLIMIT_FSIZE, (cfg["file_size_bytes"],) * 2)
-  resource.setrlimit(resource.RLIMIT_NOFILE, (cfg["max_open_files"],) * 2)
+  _set_limit(resource.RLIMIT_CORE, 0, 0)
+  _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1)
+  _set_limit(resource.RLIMIT_AS, cfg["memory_bytes"], cfg["memory_bytes"])
+  _set_limit(resource.RLIMIT_FSIZE, cfg["file_size_bytes"], cfg["file_size_bytes"])
+  _set_limit(resource.RLIMIT_NOFILE, cfg["max_open_files"], cfg["max_open_files"])
   nproc = cfg["max_processes"] + shared_uid_count
-  resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+  _set_limit(resource.RLIMIT_NPROC, nproc, nproc)
 
 
 class _CapHeader(ctypes.Structure):
@@ -196,13 +204,13 @@ def _block_sockets():
 
 def _run_program(cfg, isolation):
   os.setsid()
-  root = os.geteuid() == 0 and cfg["uid"] is not None
+  drop_uid = os.geteuid() == 0 and cfg["uid"] is not None
   shared = 0
-  if not root and "userns" not in isolation[0]:
+  if not drop_uid and "userns" not in isolation[0]:
     # No namespace of our own: RLIMIT_NPROC counts every task of this uid on the machine.
     shared = _count_tasks(os.getuid())
   _limits(cfg, shared)
-  if root:
+  if drop_uid:
     _become(cfg["uid"])
     isolation.append(f"uid {cfg['uid']}")
   netns = "netns" in isolation[0]
@@ -320,7 +328,11 @@ def main():
   cfg = json.loads(sys.argv[1])
   isolation = None
   if cfg["isolation"] != "none":
-    isolation = _unshare(cfg)
+    try:
+      isolation = _unshare()
+    except OSError as e:  # Namespaces entered but the uid map refused: no way back, so stop.
+      _status(cfg, setup_error=f"user namespace set-up failed ({e}); use isolation='none'")
+      os._exit(70)
     if isolation is None and cfg["isolation"] == "namespaces":
       _status(cfg, setup_error=f"namespaces unavailable: {os.strerror(ctypes.get_errno())}")
       os._exit(70)
