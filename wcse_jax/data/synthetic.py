@@ -99,7 +99,9 @@ class SyntheticTask(Task):
   def verification_rationale(self, example: Example, text: str) -> str:
     """Step-by-step verification of `text` against the ground truth, one line per step, then the
     final answer; it does not contain the verdict line (the GenRM prompt appends
-    "Verification: Is the answer correct (Yes/No)?" itself)."""
+    "Verification: Is the answer correct (Yes/No)?" itself). GenRM makes these rationales
+    programmatically for its algorithmic tasks, but their wording is not known (papers.md 2(b));
+    this wording is ours."""
     report = self.check_steps(example, text)
     out = []
     for i, (ok, line) in enumerate(zip(report.marks, report.lines)):
