@@ -15,7 +15,8 @@ own child processes). The child side is sandbox_child.py, whose docstring detail
   limits      RLIMIT_CPU, RLIMIT_AS (memory), RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE, no core.
   files       a private temporary directory as cwd/HOME/TMPDIR, deleted afterwards; Landlock
               (Linux >= 5.13) denies writes anywhere else; as root the program also runs under
-              a fresh unprivileged uid.
+              a fresh unprivileged uid that keeps only CAP_DAC_READ_SEARCH (reads everywhere,
+              so that a Python installed under /root still imports; reads are not confined).
   timeout     the supervisor kills everything at `timeout_s` of wall time; the runner kills the
               whole process group as a backstop a few seconds later.
 
