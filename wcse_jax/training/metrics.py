@@ -1,0 +1,54 @@
+"""Scalar metrics to a JSONL file and TensorBoard event files, written by process 0 only.
+
+TensorBoard events are written with the `tensorboard` package's own event writer and protos,
+which need no tensorflow (flax.metrics.tensorboard imports tensorflow), so the core stays light.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Mapping
+
+import jax
+
+
+class MetricWriter:
+  """`write(step, {name: float})` appends to <directory>/metrics.jsonl and the TB events there."""
+
+  def __init__(self, directory: str, tensorboard: bool = True):
+    self.active = jax.process_index() == 0
+    self._jsonl = self._events = None
+    if not self.active:
+      return
+    os.makedirs(directory, exist_ok=True)
+    self._jsonl = open(os.path.join(directory, "metrics.jsonl"), "a")
+    if tensorboard:
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter
+      self._events = EventFileWriter(directory)
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.active:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    self._jsonl.flush()
+    if self._events is not None:
+      from tensorboard.compat.proto import event_pb2, summary_pb2
+      values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+      self._events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                             summary=summary_pb2.Summary(value=values)))
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+    if self._events is not None:
+      self._events.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+__all__ = ["MetricWriter", "read_jsonl"]
