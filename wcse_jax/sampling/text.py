@@ -1,0 +1,130 @@
+"""Strings in, strings out: the batched text API over `Sampler`, for notebooks and pipelines.
+
+    texts = TextSampler(model, tokenizer, mesh=mesh)(params, ["Q: 2+2?\\nA:"], num_samples=4,
+                                                     chooser=TopP(0.95), stop=["\\n\\n"]).texts
+
+Prompts are encoded with BOS, sorted by length and sampled `batch_size` prompts per call (similar
+lengths share a bucket, so little padding), with a tqdm bar showing generated tokens/s. Results
+come back in the input order and do not depend on the chunking (randomness is keyed by prompt id).
+
+Returned text excludes the end token and the stop string (it is cut just before the first
+occurrence of any stop string; that host-side check is authoritative, see stops.py). Returned
+tokens and log-probs are the sampler's: they include the ending token.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import tqdm
+
+from wcse_jax.models import gemma2
+from wcse_jax.sampling.choosers import Chooser, Greedy
+from wcse_jax.sampling.sampler import FinishReason, Sampler
+from wcse_jax.sampling.stops import StopMatcher, Tokenizer, first_stop
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+  text: str
+  tokens: np.ndarray  # generated ids, the ending token included
+  logprobs: np.ndarray  # of those tokens (see sampler.py)
+  finish_reason: FinishReason
+
+
+@dataclasses.dataclass(frozen=True)
+class TextResult:
+  completions: list[list[Completion]]  # [prompt][sample], in the order the prompts were given
+  flops: float  # spent by all the calls (flops.py)
+  generated_tokens: int
+
+  @property
+  def texts(self) -> list[list[str]]:
+    return [[c.text for c in row] for row in self.completions]
+
+
+class TextSampler:
+  """A Sampler bound to a tokenizer: the tokenizer's EOS ends rows and its pad id pads.
+
+  extra_eos_ids: further end tokens (e.g. an end-of-turn id).
+  batch_size: prompts per sampler call.
+  """
+
+  def __init__(self, model: gemma2.Gemma2, tokenizer: Tokenizer, *, mesh: Any = None,
+               cache_length: int | None = None, extra_eos_ids: Sequence[int] = (),
+               batch_size: int = 64):
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    self.tokenizer = tokenizer
+    self.batch_size = batch_size
+    self.sampler = Sampler(model, mesh=mesh, eos_ids=(tokenizer.eos_id, *extra_eos_ids),
+                           pad_id=tokenizer.pad_id, cache_length=cache_length)
+    self._matchers: dict[tuple[str, ...], StopMatcher] = {}
+
+  def stop_matcher(self, stop: Sequence[str]) -> StopMatcher | None:
+    """The compiled matcher for these stop strings (built once per set, about a second for a
+    256k vocabulary)."""
+    stop = tuple(stop)
+    if not stop:
+      return None
+    if stop not in self._matchers:
+      self._matchers[stop] = StopMatcher.from_strings(
+          stop, self.tokenizer, self.sampler.model.config.vocab_size)
+    return self._matchers[stop]
+
+  def __call__(self, params: Any, prompts: Sequence[str], num_samples: int = 1,
+               max_new_tokens: int = 256, chooser: Chooser = Greedy(), seed: int = 0,
+               stop: Sequence[str] = (), prompt_ids: Sequence[int] | None = None,
+               progress: bool | None = None) -> TextResult:
+    """Samples `num_samples` completions per prompt. progress: None shows the bar on a terminal."""
+    if isinstance(prompts, str) or isinstance(stop, str):
+      raise ValueError("prompts and stop must be sequences of strings, not a single string")
+    stop = tuple(stop)
+    matcher = self.stop_matcher(stop)
+    encoded = [list(self.tokenizer.encode(p, add_bos=True)) for p in prompts]
+    ids = np.arange(len(prompts)) if prompt_ids is None else np.asarray(prompt_ids)
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    results: list[list[Completion] | None] = [None] * len(prompts)
+    flops, generated, start = 0.0, 0, time.perf_counter()
+    disable = None if progress is None else not progress  # tqdm: None = off unless a terminal.
+    with tqdm.tqdm(total=len(prompts) * num_samples, unit="sample", disable=disable) as bar:
+      for lo in range(0, len(order), self.batch_size):
+        chunk = order[lo:lo + self.batch_size]
+        out = self.sampler.sample(params, [encoded[i] for i in chunk], num_samples, max_new_tokens,
+                                  chooser, rng=seed, stop=matcher, prompt_ids=ids[chunk])
+        flops += out.flops
+        generated += int(out.lengths.sum())
+        for row, i in enumerate(chunk):
+          results[i] = [self._completion(encoded[i], out.tokens[row, j, :out.lengths[row, j]],
+                                         out.logprobs[row, j, :out.lengths[row, j]],
+                                         FinishReason(out.finish_reasons[row, j]), stop)
+                        for j in range(num_samples)]
+        bar.update(len(chunk) * num_samples)
+        bar.set_postfix(tokens_per_s=f"{generated / (time.perf_counter() - start):.0f}")
+    return TextResult(completions=results, flops=flops, generated_tokens=generated)
+
+  def _completion(self, prompt: list[int], tokens: np.ndarray, logprobs: np.ndarray,
+                  reason: FinishReason, stop: tuple[str, ...]) -> Completion:
+    body = tokens[:-1] if reason == FinishReason.EOS else tokens
+    text = self._decode_after(prompt, body.tolist())
+    cut = first_stop(text, stop)
+    if cut is not None:
+      text, reason = text[:cut], FinishReason.STOP
+    elif reason == FinishReason.STOP:
+      # The device matcher saw a stop that the decoded text does not contain: this tokenizer's
+      # token texts do not concatenate to its decoded text. Keep the full text, say so.
+      logging.warning("stop matched on device but not in the decoded text %r; the tokenizer's "
+                      "per-token texts disagree with decode()", text[-80:])
+    return Completion(text=text, tokens=tokens, logprobs=logprobs, finish_reason=reason)
+
+  def _decode_after(self, prompt: list[int], generated: list[int]) -> str:
+    """The generated text in context, so a leading space (SentencePiece "▁") is kept."""
+    before = self.tokenizer.decode(prompt)
+    full = self.tokenizer.decode(prompt + generated)
+    return full[len(before):] if full.startswith(before) else self.tokenizer.decode(generated)
+
+
+__all__ = ["TextSampler", "TextResult", "Completion"]
