@@ -339,7 +339,7 @@ class _Embedding(nn.Module):
   def setup(self):
     cfg = self.config
     self.input_embedding = _param(self, "input_embedding", (cfg.vocab_size, cfg.embed_dim),
-                                  ("vocab", "embed"), nn.initializers.normal(1.0), self.param_dtype)
+                                  ("vocab", "embed"), nn.initializers.normal(0.02), self.param_dtype)
 
   def encode(self, tokens: jax.Array) -> jax.Array:
     x = jnp.take(self.input_embedding, tokens, axis=0)
