@@ -49,7 +49,7 @@ import ml_collections
 
 # Modules whose import registers the pipeline's stages. Configs add their own with
 # `config.stage_modules`.
-STAGE_MODULES: tuple[str, ...] = ()
+STAGE_MODULES: tuple[str, ...] = ("wcse_jax.zoo", "wcse_jax.wcse.stages")
 
 # The runner's own knobs: they decide what runs, not what a stage computes, so no stage hash
 # covers them (adding a stage to `stages` must not invalidate the finished ones).

@@ -116,8 +116,15 @@ def _with_expected_type(message: str) -> str:
   return f"{message} (the config field {match.group(1)} takes a value of type {expected})"
 
 
+def _quiet_libraries(record: std_logging.LogRecord) -> bool:
+  """Keeps the libraries' INFO chatter (orbax logs every checkpoint step) out of the output."""
+  library = any(part in record.pathname for part in ("/orbax/", "/jax/", "/jaxlib/"))
+  return not library or record.levelno >= std_logging.WARNING
+
+
 def _log_to_file(workdir: str) -> None:
   """Adds a per-process log file in workdir/logs beside absl's stderr output."""
+  std_logging.getLogger("absl").addFilter(_quiet_libraries)
   folder = os.path.join(workdir, "logs")
   os.makedirs(folder, exist_ok=True)
   handler = std_logging.FileHandler(os.path.join(folder, f"main.{jax.process_index()}.log"))

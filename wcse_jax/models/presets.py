@@ -81,8 +81,8 @@ _PRESETS = {
     "test": Gemma2Config("test", num_layers=4, embed_dim=32, hidden_dim=64, num_heads=4,
                          num_kv_heads=2, head_dim=16, vocab_size=64, sliding_window=4, max_len=128),
     # The embedded zoo's weak-cheap and strong-expensive base models (vocab set by the tokenizer).
-    "zoo_wc": Gemma2Config("zoo_wc", num_layers=2, embed_dim=96, hidden_dim=256, num_heads=4,
-                           num_kv_heads=2, head_dim=24, vocab_size=512, sliding_window=64,
+    "zoo_wc": Gemma2Config("zoo_wc", num_layers=2, embed_dim=128, hidden_dim=384, num_heads=4,
+                           num_kv_heads=2, head_dim=32, vocab_size=512, sliding_window=64,
                            max_len=512),
     "zoo_se": Gemma2Config("zoo_se", num_layers=4, embed_dim=160, hidden_dim=512, num_heads=4,
                            num_kv_heads=2, head_dim=40, vocab_size=512, sliding_window=64,

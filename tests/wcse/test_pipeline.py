@@ -1,0 +1,113 @@
+"""The README's main job at micro scale: zoo -> sample -> grade -> finetune -> report.
+
+Every figure of the report is recomputed here from the record files the report says it read, a
+rerun skips every finished stage, and the sample stage's records are exactly the plan's.
+"""
+import collections
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from wcse_jax.eval import passk
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(workdir, *extra):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             TF_CPP_MIN_LOG_LEVEL="3")
+  cmd = [sys.executable, "-m", "wcse_jax.main", "--config=configs/quickstart.py:micro",
+         f"--workdir={workdir}", *extra]
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+  return proc.stdout + proc.stderr
+
+
+def _records(path):
+  with gzip.open(path, "rt") as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("micro"))
+  log = _run(workdir)
+  return workdir, log
+
+
+def test_every_stage_finished_with_a_manifest(run):
+  workdir, log = run
+  for stage in ("zoo", "sample", "grade", "finetune", "report"):
+    manifest = json.load(open(os.path.join(workdir, stage, "MANIFEST.json")))
+    assert manifest["stage"] == stage
+  assert "zoo greedy test accuracy" in log
+  assert "compute-matched plan" in log
+
+
+def test_sample_stage_holds_exactly_the_planned_records(run):
+  workdir, _ = run
+  plan = json.load(open(os.path.join(workdir, "sample", "plan.json")))
+  problems = json.load(open(os.path.join(workdir, "sample", "MANIFEST.json")))["counts"]["problems"]
+  for role, cost in (("se", plan["se"]), ("wc", plan["wc"])):
+    pool = max(b["se_samples" if role == "se" else "wc_samples"] for b in plan["budgets"])
+    folder = os.path.join(workdir, "sample", role)
+    keys = [(r["problem_id"], r["sample_index"])
+            for name in sorted(os.listdir(folder)) if name.endswith(".jsonl.gz")
+            for r in _records(os.path.join(folder, name))]
+    assert len(keys) == len(set(keys)) == problems * pool
+    assert all(r["model"] == cost["name"] and r["flops"] > 0
+               for name in os.listdir(folder) if name.endswith(".jsonl.gz")
+               for r in _records(os.path.join(folder, name)))
+
+
+def test_report_numbers_recompute_from_the_records_it_names(run):
+  workdir, _ = run
+  out = os.path.join(workdir, "report")
+  results = json.load(open(os.path.join(out, "report.json")))
+  md = open(os.path.join(out, "report.md")).read()
+  for figure in results["figures"].values():
+    assert os.path.getsize(os.path.join(out, figure)) > 1000 and figure in md
+  data = []
+  for entry in results["inputs"]["data"]:
+    raw = open(entry["path"], "rb").read()
+    assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
+    recs = _records(entry["path"])
+    assert len(recs) == entry["records"]
+    data += recs
+  pools = collections.defaultdict(list)
+  for r in data:
+    pools[(r["model"], r["problem_id"])].append(r)
+  for row in results["budgets"]:
+    mine = [p for (model, _), p in pools.items() if model == row["model"]]
+    expected = sum(passk.pass_at_k(len(p), sum(r["correct"] for r in p), row["samples"])
+                   for p in mine) / len(mine)
+    assert row["coverage"]["value"] == pytest.approx(expected, abs=1e-9)
+  for model, m in results["models"].items():
+    mine = [r for r in data if r["model"] == model]
+    judged = [r for r in mine if r["correct"] and r["steps_valid"] is not None]
+    assert m["fpr"]["judged"] == len(judged)
+    assert m["fpr"]["false_positives"] == sum(not r["steps_valid"] for r in judged)
+  for row in results["finetuned"]:
+    recs = [r for entry in results["inputs"]["eval"][row["setup"]] for r in _records(entry["path"])]
+    assert row["accuracy"]["value"] == pytest.approx(sum(r["correct"] for r in recs) / len(recs))
+  runs = json.load(open(os.path.join(workdir, "finetune", "runs.json")))
+  trained = [k for k, v in runs.items() if isinstance(v, dict) and "eval" in v]
+  skipped = [k for k, v in runs.items() if isinstance(v, dict) and "skipped" in v]
+  assert len(trained) + len(skipped) == 6  # three setups x (WC data, SE data)
+  assert len(results["finetuned"]) == 2 * len(trained)  # greedy and sampled rows per student
+  for name in skipped:
+    assert name in md
+
+
+def test_rerun_skips_finished_stages(run):
+  workdir, _ = run
+  before = {s: json.load(open(os.path.join(workdir, s, "MANIFEST.json")))["build_id"]
+            for s in ("zoo", "sample", "grade", "finetune", "report")}
+  _run(workdir)
+  after = {s: json.load(open(os.path.join(workdir, s, "MANIFEST.json")))["build_id"] for s in before}
+  assert before == after
