@@ -45,6 +45,7 @@ def reference_model(config: Gemma2Config, dtype: Any = jnp.float32) -> Any:
       # A tuple, not a list: the reference hashes its model as a static jit argument.
       attention_types=(kinds.LOCAL_SLIDING, kinds.GLOBAL) * (config.num_layers // 2),
       query_pre_attn_norm=query_norm, attn_logits_soft_cap=config.attn_softcap,
+      transpose_gating_einsum=config.transpose_gating,
       sliding_window_size=config.sliding_window, local_base_frequency=int(config.rope_base),
       global_base_frequency=int(config.rope_base))
   return gm.nn.Transformer(config=ref_config, dtype=dtype)
