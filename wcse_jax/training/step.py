@@ -82,12 +82,16 @@ def make_train_step(objective: Objective, optimizer: optax.GradientTransformatio
       sums = (grads, out.total, out.weight, dict(out.metrics))
       return jax.tree.map(lambda a, b: a + b.astype(jnp.float32), carry, sums), None
 
-    index = jnp.arange(microbatches)
     first = jax.tree.map(lambda x: x[0], micro)
     shapes = jax.eval_shape(lambda mb: grad_of_sum(0, mb), first)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32),
                          (shapes[0], shapes[1].total, shapes[1].weight, dict(shapes[1].metrics)))
-    (grad_sum, loss_sum, weight, metric_sums), _ = jax.lax.scan(accumulate, zeros, (index, micro))
+    if microbatches == 1:
+      # The same sums without a one-trip loop, which on CPU costs copies in and out of it.
+      sums, _ = accumulate(zeros, (0, first))
+    else:
+      sums, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro))
+    grad_sum, loss_sum, weight, metric_sums = sums
 
     denom = jnp.where(weight > 0, weight, 1.0)
     grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grad_sum, state.params)

@@ -46,11 +46,17 @@ def shift_targets(tokens: jax.Array, positions: jax.Array, weight: jax.Array,
 
 
 def token_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """-log softmax(logits)[target] and whether the target is the argmax, per position."""
+  """-log softmax(logits)[target] and whether the target has the top logit, per position.
+
+  The target logit is read with a one-hot product rather than a gather: its gradient is then an
+  elementwise product that fuses with the softmax's, instead of a scatter into a zero [.., V]
+  array; and "correct" compares with the max the logsumexp computes anyway (a tie counts).
+  """
   logits = logits.astype(jnp.float32)
   lse = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  correct = jnp.argmax(logits, axis=-1) == targets
+  onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
+  target_logit = (logits * onehot).sum(-1)
+  correct = target_logit >= jax.lax.stop_gradient(logits.max(-1))
   return lse - target_logit, correct
 
 
