@@ -91,6 +91,21 @@ def _divisible_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Pa
   return PartitionSpec(*parts)
 
 
+def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
+  """Sharding constraint by logical axes under the current mesh and rules (`activate`).
+
+  Unlike a bare `with_sharding_constraint`, a dimension the mesh axes do not divide (a batch of
+  1 on 8 data-parallel devices) is left unconstrained instead of failing; outside `activate` it
+  is a no-op.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  rules = nn.get_logical_axis_rules()
+  if mesh.empty or not rules:
+    return x
+  spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)
+  return jax.lax.with_sharding_constraint(x, _divisible_spec(spec, x.shape, mesh))
+
+
 def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
   """NamedShardings for a tree of `nn.LogicallyPartitioned` leaves (e.g. from `jax.eval_shape(init)`)."""
   logical_specs = nn.get_partition_spec(boxed_tree)
