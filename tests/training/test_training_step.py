@@ -55,12 +55,18 @@ def test_step_compiles_once_over_many_steps_and_donates_a_sharded_state(model):
   old = state.params["model"]["embedder"]["input_embedding"]
   losses = []
   for i in range(12):
-    state, metrics = step(state, nll_batch(8, 16, seed=i))
+    # As in the loop: host batches become global arrays first.
+    state, metrics = step(state, parallel.global_batch(nll_batch(8, 16, seed=i), mesh))
     losses.append(float(metrics["loss"]))
   # One trace for the step's eval_shape of the microbatch and one inside the scan body.
   assert len(obj.traces) == 2
   assert step.jitted._cache_size() == 1
   assert int(state.step) == 12 and len(set(losses)) == 12
+  # No hidden host<->device copies inside the step (the guard is part of jit's cache key, so
+  # this one call traces again).
+  batch = parallel.global_batch(nll_batch(8, 16, seed=12), mesh)
+  with jax.transfer_guard("disallow"):
+    state, _ = step(state, batch)
   assert old.is_deleted()  # donated: the update happens in place
   emb = state.params["model"]["embedder"]["input_embedding"]
   assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
