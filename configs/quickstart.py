@@ -14,6 +14,10 @@ from wcse_jax.models import presets
 def get_config(arg: str = "default"):
   c = common.wcse_config()
   c.stages = ("zoo", "sample", "grade", "finetune", "report")
+  # Small operands (results <= 40, 2-3 steps) so the zoo's tiny models learn it in minutes.
+  c.task.knobs.max_operand = 9
+  c.task.knobs.max_value = 40
+  c.task.knobs.max_steps = 3
   c.task.knobs.num_train = 2000
   c.task.knobs.num_validation = 100
   c.task.knobs.num_test = 200

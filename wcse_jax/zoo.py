@@ -30,15 +30,15 @@ def default_config() -> ml_collections.ConfigDict:
   """The `zoo` config section."""
   c = ml_collections.ConfigDict()
   c.vocab_size = 512  # SentencePiece vocabulary trained on the task's train split.
-  c.rows = 32  # Packed rows per batch.
+  c.rows = 16  # Packed rows per batch.
   c.length = 256  # Tokens per row.
-  c.learning_rate = 3e-3  # Peak AdamW learning rate (warmup then cosine).
+  c.learning_rate = 5e-3  # Peak AdamW learning rate (warmup then cosine).
   c.warmup_steps = 30
   c.eval_problems = 200  # Test problems for the greedy accuracy printed at the end.
   c.max_new_tokens = 96  # Decode budget when evaluating.
   c.models = ml_collections.ConfigDict()
-  for name, preset, steps in (("wc", "zoo_wc", 300), ("se", "zoo_se", 300),
-                              ("student", "zoo_wc", 100)):
+  for name, preset, steps in (("wc", "zoo_wc", 250), ("se", "zoo_se", 250),
+                              ("student", "zoo_wc", 80)):
     m = ml_collections.ConfigDict()
     m.preset = preset  # Architecture (vocab_size is set from the tokenizer).
     m.steps = steps  # Training steps from scratch.

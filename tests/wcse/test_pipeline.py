@@ -111,3 +111,37 @@ def test_rerun_skips_finished_stages(run):
   _run(workdir)
   after = {s: json.load(open(os.path.join(workdir, s, "MANIFEST.json")))["build_id"] for s in before}
   assert before == after
+
+
+def test_finetune_trains_students_on_answer_correct_data(run, tmp_path):
+  """The micro zoo is too small to be right; give the grade stage's pools some correct solutions
+  (the reference ones), then rerun finetune + report on them."""
+  from wcse_jax.data import records, tasks
+  workdir, _ = run
+  copy = str(tmp_path / "w")
+  import shutil
+  shutil.copytree(workdir, copy)
+  config = json.load(open(os.path.join(copy, "sample", "MANIFEST.json")))["config"]
+  task = tasks.get_task(config["task"]["name"], **config["task"]["knobs"])
+  solutions = {ex.id: ex for ex in task.examples("train")}
+  for role in ("se", "wc"):
+    folder = os.path.join(copy, "grade", role)
+    recs = list(records.read_records(folder, prefix="graded"))
+    for path in records.shard_paths(folder, "graded"):
+      os.remove(path)
+    for r in recs:
+      if r["sample_index"] == 0:  # one right answer per problem, reached by the right steps
+        ex = solutions[r["problem_id"]]
+        r.update(text=" " + ex.solution, answer=ex.answer, correct=True, steps_valid=True)
+    with records.ShardWriter(folder, prefix="graded") as writer:
+      writer.write_many(recs)
+  log = _run(copy, "--config.rerun=finetune")
+  runs = json.load(open(os.path.join(copy, "finetune", "runs.json")))
+  trained = {k: v for k, v in runs.items() if isinstance(v, dict) and "eval" in v}
+  assert len(trained) == 6, runs
+  for name, info in trained.items():
+    assert info["examples"] == 12  # 12 problems, one correct sample each, at the budget
+    assert info["selected_step"] in {int(s) for s in info["validation"]}
+  results = json.load(open(os.path.join(copy, "report", "report.json")))
+  assert len(results["finetuned"]) == 12
+  assert "Fine-tuned accuracy" in open(os.path.join(copy, "report", "report.md")).read()

@@ -84,8 +84,9 @@ _PRESETS = {
     "zoo_wc": Gemma2Config("zoo_wc", num_layers=2, embed_dim=128, hidden_dim=384, num_heads=4,
                            num_kv_heads=2, head_dim=32, vocab_size=512, sliding_window=64,
                            max_len=512),
-    "zoo_se": Gemma2Config("zoo_se", num_layers=4, embed_dim=160, hidden_dim=512, num_heads=4,
-                           num_kv_heads=2, head_dim=40, vocab_size=512, sliding_window=64,
+    # Wider rather than deeper: at this size and step budget width learns faster per step.
+    "zoo_se": Gemma2Config("zoo_se", num_layers=2, embed_dim=224, hidden_dim=672, num_heads=4,
+                           num_kv_heads=2, head_dim=56, vocab_size=512, sliding_window=64,
                            max_len=512),
 }
 

@@ -13,7 +13,7 @@ import os
 import shutil
 from typing import Any
 
-import ml_collections
+import jax
 import numpy as np
 
 from wcse_jax import experiment, parallel, zoo
@@ -75,16 +75,22 @@ def sample(ctx) -> dict[str, Any]:
 
 
 def _grade_folder(task, src: str, dst: str, examples_by_id) -> list[dict]:
-  """Grades every record of `src` into fresh shards in `dst` (grading is cheap: no resume)."""
-  shutil.rmtree(dst, ignore_errors=True)
+  """Grades every record of `src` (all processes' shards) into fresh shards in `dst`.
+
+  Grading is cheap, so it is redone rather than resumed; every process grades (each needs the
+  numbers) and process 0 alone writes.
+  """
   recs = list(records.read_records(src))
   grades = grading.grade_many(task, [examples_by_id[r["problem_id"]] for r in recs],
                               [r["text"] for r in recs])
+  for r, g in zip(recs, grades):
+    r.update(answer=g.extracted, correct=g.correct, steps_valid=g.steps_valid,
+             step_marks=list(g.step_marks), grade_detail=g.detail)
+  if jax.process_index() != 0:
+    return recs
+  shutil.rmtree(dst, ignore_errors=True)
   with records.ShardWriter(dst, prefix="graded", records_per_shard=10_000) as writer:
-    for r, g in zip(recs, grades):
-      r.update(answer=g.extracted, correct=g.correct, steps_valid=g.steps_valid,
-               step_marks=list(g.step_marks), grade_detail=g.detail)
-      writer.write(r)
+    writer.write_many(recs)
   return recs
 
 
@@ -177,7 +183,8 @@ def _evaluate(loaded, mesh, cfg, task, examples, root: str, rel: str) -> dict[st
                      max_new_tokens=cfg.sampling.max_new_tokens, chooser=chooser, seed=cfg.seed + 1,
                      batch_prompts=cfg.sampling.batch_prompts, desc=f"eval {label}")
       _grade_folder(task, raw, graded + ".tmp", {ex.id: ex for ex in examples})
-      os.replace(graded + ".tmp", graded)
+      if jax.process_index() == 0:
+        os.replace(graded + ".tmp", graded)
     out[label] = os.path.join(rel, label, "graded")
   return out
 
