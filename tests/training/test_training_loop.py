@@ -105,3 +105,17 @@ def test_train_flops_counts_each_real_token_at_its_own_context():
   assert flops.train_flops(cfg, positions) == expected
   dense = 2 * (cfg.param_count(embedding=False) + cfg.vocab_size * cfg.embed_dim)
   assert cfg.flops_per_token(1) > dense  # attention is counted
+
+
+def test_core_imports_and_writes_metrics_without_tensorflow_seqio_or_gemma(tmp_path):
+  code = (
+      "import sys\n"
+      "from wcse_jax.training import batching, checkpointing, flops, loop, objectives, optim, state, step\n"
+      "from wcse_jax.models import heads\n"
+      "from wcse_jax.training.metrics import MetricWriter\n"
+      f"w = MetricWriter({str(tmp_path)!r}); w.write(1, {{'x': 1.0}}); w.close()\n"
+      "print([m for m in ('tensorflow', 'seqio', 'gemma', 'torch') if m in sys.modules])\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "XLA_FLAGS": ""})
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().splitlines()[-1] == "[]"

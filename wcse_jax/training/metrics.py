@@ -1,12 +1,14 @@
 """Scalar metrics to a JSONL file and TensorBoard event files, written by process 0 only.
 
-TensorBoard events are written with the `tensorboard` package's own event writer and protos,
-which need no tensorflow (flax.metrics.tensorboard imports tensorflow), so the core stays light.
+TensorBoard events are written with the `tensorboard` package's record writer and protos on a
+plain file: its EventFileWriter opens files through `tensorboard.compat.tf`, which imports all of
+tensorflow when it is installed (as does flax.metrics.tensorboard), and the core stays light.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from typing import Mapping
 
@@ -24,8 +26,12 @@ class MetricWriter:
     os.makedirs(directory, exist_ok=True)
     self._jsonl = open(os.path.join(directory, "metrics.jsonl"), "a")
     if tensorboard:
-      from tensorboard.summary.writer.event_file_writer import EventFileWriter
-      self._events = EventFileWriter(directory)
+      from tensorboard.compat.proto import event_pb2
+      from tensorboard.summary.writer.record_writer import RecordWriter
+      name = f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.{os.getpid()}"
+      self._events = RecordWriter(open(os.path.join(directory, name), "wb"))
+      self._events.write(event_pb2.Event(wall_time=time.time(),
+                                         file_version="brain.Event:2").SerializeToString())
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.active:
@@ -36,8 +42,9 @@ class MetricWriter:
     if self._events is not None:
       from tensorboard.compat.proto import event_pb2, summary_pb2
       values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
-      self._events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                             summary=summary_pb2.Summary(value=values)))
+      self._events.write(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                         summary=summary_pb2.Summary(value=values)).SerializeToString())
+      self._events.flush()
 
   def close(self) -> None:
     if self._jsonl is not None:
