@@ -1,8 +1,8 @@
 """A small training run for the kill-and-resume test: python resume_run.py WORKDIR STEPS DELAY.
 
 Trains the "test" preset on a deterministic packed SFT stream on one CPU device, logging every
-step's loss to WORKDIR/metrics.jsonl and checkpointing every 3 steps; DELAY seconds of sleep per
-batch give the test time to kill it between checkpoints.
+step's loss to WORKDIR/metrics.jsonl, checkpointing every 3 steps and "evaluating" every 4;
+DELAY seconds of sleep per batch give the test time to kill it between checkpoints.
 """
 import itertools
 import sys
@@ -13,7 +13,7 @@ import numpy as np
 
 from wcse_jax import parallel
 from wcse_jax.models import gemma2, presets
-from wcse_jax.training import batching, loop, objectives, optim
+from wcse_jax.training import batching, flops, loop, objectives, optim
 from wcse_jax.training import state as train_state
 from wcse_jax.training import step as train_step
 
@@ -41,7 +41,9 @@ def main(workdir, num_steps, delay):
 
   loop.train(step, lambda: train_state.create_train_state(obj, opt, shardings, rng=jax.random.key(0)),
              train_state.abstract_train_state(obj, opt, shardings), batches, num_steps=num_steps,
-             workdir=workdir, save_every=3, log_every=1, progress=False)
+             workdir=workdir, save_every=3, log_every=1, progress=False,
+             eval_fn=lambda state: {"step_parity": float(int(state.step) % 2)}, eval_every=4,
+             flops_fn=lambda b: flops.train_flops(model.config, b["positions"]), peak_flops=1e12)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,11 @@ def test_killed_run_resumes_to_the_uninterrupted_losses(tmp_path):
   assert sorted(expected) == list(range(1, STEPS + 1))
   assert got == expected  # exact: same batches, same state, same compiled step
   assert finished_checkpoints(killed)[-1] == STEPS
+  records = read_jsonl(os.path.join(straight, "metrics.jsonl"))
+  assert [(r["step"], r["eval/step_parity"]) for r in records if "eval/step_parity" in r] == [
+      (4, 0.0), (8, 0.0), (12, 0.0)]
+  perf = [r for r in records if "perf/mfu" in r]
+  assert len(perf) == STEPS - 1 and all(r["perf/mfu"] > 0 and r["perf/tokens_per_s"] > 0 for r in perf)
 
 
 def test_packed_batches_are_fixed_shape_segments():
