@@ -32,16 +32,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.vocab_size = 512  # SentencePiece vocabulary trained on the task's train split.
   c.rows = 16  # Packed rows per batch.
   c.length = 256  # Tokens per row.
-  c.learning_rate = 5e-3  # Peak AdamW learning rate (warmup then cosine).
   c.warmup_steps = 30
   c.eval_problems = 200  # Test problems for the greedy accuracy printed at the end.
   c.max_new_tokens = 96  # Decode budget when evaluating.
   c.models = ml_collections.ConfigDict()
-  for name, preset, steps in (("wc", "zoo_wc", 250), ("se", "zoo_se", 250),
-                              ("student", "zoo_wc", 80)):
+  for name, preset, steps, lr in (("wc", "zoo_wc", 250, 5e-3), ("se", "zoo_se", 250, 2.5e-3),
+                                  ("student", "zoo_wc", 80, 5e-3)):
     m = ml_collections.ConfigDict()
     m.preset = preset  # Architecture (vocab_size is set from the tokenizer).
     m.steps = steps  # Training steps from scratch.
+    m.learning_rate = lr  # Peak AdamW learning rate (warmup then cosine); wider models want less.
     c.models[name] = m
   return c
 
@@ -90,7 +90,7 @@ def zoo(ctx) -> dict[str, Any]:
     if not os.path.exists(os.path.join(folder, "model_config.json")):
       ctx.log.info("zoo: training %s (%s, %d params) for %d steps", name, spec.preset,
                    config.param_count(), spec.steps)
-      opt = optim.OptimizerConfig(learning_rate=cfg.zoo.learning_rate,
+      opt = optim.OptimizerConfig(learning_rate=spec.learning_rate,
                                   warmup_steps=cfg.zoo.warmup_steps, total_steps=spec.steps)
       params, _ = sft.finetune(gemma2.make_model(config), None, examples, mesh=mesh,
                                workdir=os.path.join(ctx.out, "train", name), steps=spec.steps,
