@@ -36,7 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval_problems = 200  # Test problems for the greedy accuracy printed at the end.
   c.max_new_tokens = 96  # Decode budget when evaluating.
   c.models = ml_collections.ConfigDict()
-  for name, preset, steps, lr in (("wc", "zoo_wc", 250, 5e-3), ("se", "zoo_se", 250, 2.5e-3),
+  for name, preset, steps, lr in (("wc", "zoo_wc", 300, 5e-3), ("se", "zoo_se", 350, 2.5e-3),
                                   ("student", "zoo_wc", 80, 5e-3)):
     m = ml_collections.ConfigDict()
     m.preset = preset  # Architecture (vocab_size is set from the tokenizer).

@@ -154,7 +154,7 @@ def training_examples(graded_dir: str, max_samples: int, tokenizer, task, by_id)
   every student is trained and evaluated in the same format (papers.md §1(e)).
   """
   out = []
-  for r in records.read_records(graded_dir):
+  for r in records.read_records(graded_dir, prefix="graded"):
     if r["correct"] and r["sample_index"] < max_samples:
       prompt = prompts.build_prompt(task, by_id[r["problem_id"]], 0)
       out.append(batching.completion_example(tokenizer.encode(prompt, add_bos=True),
