@@ -44,6 +44,10 @@ def wcse_config() -> ml_collections.ConfigDict:
   c.grading = ml_collections.ConfigDict()
   c.grading.uniqueness = "normalized_text"  # What counts as a unique solution for diversity.
   c.grading.human_sample = 50  # Answer-correct solutions per model exported for human FPR rating.
+  # LLM judge of the reasoning where the task has no step checker (real data); off when the
+  # checkpoint is empty. papers.md §1: 500 answer-correct solutions per model.
+  c.grading.judge = model_spec("judge", "gemma2_27b", "", "/path/to/tokenizer.model")
+  c.grading.judge.max_records = 500  # Answer-correct, unjudged records judged per model.
 
   c.finetune = ml_collections.ConfigDict()
   c.finetune.setups = ("distillation", "self_improvement", "weak_to_strong")

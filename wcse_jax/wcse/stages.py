@@ -24,6 +24,7 @@ from wcse_jax.sampling.choosers import Greedy, Temperature
 from wcse_jax.sampling.sampler import Sampler
 from wcse_jax.training import batching, optim, sft
 from wcse_jax.wcse import generate, metrics, plans
+from wcse_jax.wcse import judge as judge_lib
 
 ROLES = ("se", "wc")
 DATA_SOURCES = ("wc", "se")
@@ -74,9 +75,10 @@ def sample(ctx) -> dict[str, Any]:
   return counts
 
 
-def _grade_folder(task, src: str, dst: str, examples_by_id) -> list[dict]:
+def _grade_folder(task, src: str, dst: str, examples_by_id, judge=None) -> list[dict]:
   """Grades every record of `src` (all processes' shards) into fresh shards in `dst`.
 
+  `judge(recs)`, when given, fills in `steps_valid` where the task has no step checker.
   Grading is cheap, so it is redone rather than resumed; every process grades (each needs the
   numbers) and process 0 alone writes.
   """
@@ -86,6 +88,8 @@ def _grade_folder(task, src: str, dst: str, examples_by_id) -> list[dict]:
   for r, g in zip(recs, grades):
     r.update(answer=g.extracted, correct=g.correct, steps_valid=g.steps_valid,
              step_marks=list(g.step_marks), grade_detail=g.detail)
+  if judge is not None:
+    judge(recs)
   if jax.process_index() != 0:
     return recs
   shutil.rmtree(dst, ignore_errors=True)
@@ -104,8 +108,9 @@ def grade(ctx) -> dict[str, Any]:
   task, src, plan = _task(cfg), ctx.input("sample"), _plan(cfg)
   by_id = _examples_by_id(task, cfg.sampling.split)
   summary: dict[str, Any] = {"uniqueness": metrics.describe_uniqueness(cfg.grading.uniqueness)}
+  judge = _judge(cfg, ctx, by_id)
   for role in ROLES:
-    recs = _grade_folder(task, os.path.join(src, role), os.path.join(ctx.out, role), by_id)
+    recs = _grade_folder(task, os.path.join(src, role), os.path.join(ctx.out, role), by_id, judge)
     name = cfg.models[role].name
     coverage = metrics.coverage(recs)
     diversity = metrics.diversity(recs, uniqueness=cfg.grading.uniqueness)
@@ -124,11 +129,25 @@ def grade(ctx) -> dict[str, Any]:
   return {role: {"records": summary[role]["records"], "fpr": summary[role]["fpr"]} for role in ROLES}
 
 
+def _judge(cfg, ctx, by_id):
+  """The configured LLM judge as a function of a model's records, or None when none is set."""
+  spec = cfg.grading.judge
+  if not spec.checkpoint:
+    return None
+  mesh = _mesh(cfg)
+  loaded = loading.load(zoo.resolve(spec, ctx), mesh)
+  sampler = _sampler(loaded, mesh, cfg)
+  questions = {pid: ex.question for pid, ex in by_id.items()}
+  return lambda recs: judge_lib.judge_reasoning(loaded, sampler, recs, questions,
+                                                max_records=spec.max_records, seed=cfg.seed)
+
+
 def _export_for_rating(out: str, cfg, summary) -> None:
   """A seeded random sample of answer-correct solutions per model, for human FPR rating."""
   rng = np.random.default_rng(cfg.seed)
   for role in ROLES:
-    correct = [r for r in records.read_records(os.path.join(out, role)) if r["correct"]]
+    correct = [r for r in records.read_records(os.path.join(out, role), prefix="graded")
+               if r["correct"]]
     pick = rng.permutation(len(correct))[:cfg.grading.human_sample]
     with open(os.path.join(out, f"to_rate_{role}.jsonl"), "w") as f:
       for i in sorted(pick):
