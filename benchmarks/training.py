@@ -69,16 +69,8 @@ def bench_gemma(cfg, rows, length, steps):
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from wcse_jax.reference import gm
-  g = gm()
-  attention = g.nn.config.AttentionType
-  tconfig = g.nn.config.TransformerConfig(
-      num_embed=cfg.vocab_size, embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
-      num_heads=cfg.num_heads, head_dim=cfg.head_dim, num_kv_heads=cfg.num_kv_heads,
-      final_logit_softcap=cfg.final_softcap, use_post_attn_norm=True, use_post_ffw_norm=True,
-      attention_types=(attention.LOCAL_SLIDING, attention.GLOBAL) * (cfg.num_layers // 2),
-      attn_logits_soft_cap=cfg.attn_softcap, sliding_window_size=cfg.sliding_window)
-  model = g.nn.Transformer(config=tconfig, dtype=jnp.float32)
+  from wcse_jax import reference
+  model = reference.transformer(cfg, jnp.float32)
   tokens = jnp.asarray(np.random.default_rng(0).integers(3, cfg.vocab_size, (rows, length)), jnp.int32)
   positions = jnp.broadcast_to(jnp.arange(length), (rows, length))
   mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (rows, length, length))

@@ -15,20 +15,9 @@ from configs import common
 
 
 def get_config(arg: str = "high"):
-  if arg not in ("low", "high"):
-    raise ValueError(f"configs/wcse_gsm8k.py: unknown variant {arg!r}; use 'low' or 'high'")
-  c = common.wcse_config()
+  c = common.gemma2_9b_vs_27b(common.wcse_config(), arg)
   c.task.name = "gsm8k"
   c.task.knobs.data_dir = ""  # GSM8K folder holding train.jsonl and test.jsonl.
-  tok = "/path/to/gemma2/tokenizer.model"
-  c.models.se = common.model_spec("gemma2_27b", "gemma2_27b", "/path/to/gemma2-27b", tok)
-  c.models.wc = common.model_spec("gemma2_9b", "gemma2_9b", "/path/to/gemma2-9b", tok)
-  c.models.student = common.model_spec("gemma2_2b", "gemma2_2b", "/path/to/gemma2-2b", tok)
-  c.mesh.shape = (1, -1, 4)  # FSDP over the pod, 4-way tensor parallelism for 27B.
-  c.wcse.se_samples = (1, 10)  # Both budgets come from one pool (the high one's 10 vs 30).
-  c.wcse.budget_names = ("low", "high")
-  c.finetune.budget = arg  # Which budget's data the students are trained on.
-  c.finetune.steps = 600 if arg == "low" else 6000
   c.sampling.num_shots = 8  # 8-shot chain-of-thought prompt for sampling from base models.
   c.sampling.max_new_tokens = 512
   c.sampling.cache_length = 4096

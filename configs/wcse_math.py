@@ -15,21 +15,10 @@ from configs import common
 
 
 def get_config(arg: str = "high"):
-  if arg not in ("low", "high"):
-    raise ValueError(f"configs/wcse_math.py: unknown variant {arg!r}; use 'low' or 'high'")
-  c = common.wcse_config()
+  c = common.gemma2_9b_vs_27b(common.wcse_config(), arg)
   c.task.name = "math500"
   c.task.knobs.data_dir = ""  # MATH's official folder (train/<subject>/<n>.json, test/...).
   c.task.knobs.ids_path = ""  # MATH500 id list (test/<subject>/<n>.json per line).
-  tok = "/path/to/gemma2/tokenizer.model"
-  c.models.se = common.model_spec("gemma2_27b", "gemma2_27b", "/path/to/gemma2-27b", tok)
-  c.models.wc = common.model_spec("gemma2_9b", "gemma2_9b", "/path/to/gemma2-9b", tok)
-  c.models.student = common.model_spec("gemma2_2b", "gemma2_2b", "/path/to/gemma2-2b", tok)
-  c.mesh.shape = (1, -1, 4)  # FSDP over the pod, 4-way tensor parallelism for 27B.
-  c.wcse.se_samples = (1, 10)  # Both budgets come from one pool (the high one's 10 vs 30).
-  c.wcse.budget_names = ("low", "high")
-  c.finetune.budget = arg  # Which budget's data the students are trained on.
-  c.finetune.steps = 600 if arg == "low" else 6000
   c.sampling.num_shots = 4  # Minerva-style 4-shot prompt for sampling from base models.
   c.sampling.max_new_tokens = 1024
   c.sampling.cache_length = 4096
