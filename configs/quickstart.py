@@ -53,7 +53,7 @@ def get_config(arg: str = "default"):
     for m in c.zoo.models.values():
       m.steps = 4
     c.zoo.eval_problems = 16
-    c.zoo.rows, c.zoo.length = 4, 256
+    c.zoo.rows, c.zoo.length = 8, 256  # rows: a multiple of the 8 test devices
     c.zoo.warmup_steps = 1
     vocab = c.zoo.vocab_size
     c.wcse.se.params = float(presets.get_preset("zoo_se", vocab_size=vocab).param_count())
@@ -62,7 +62,7 @@ def get_config(arg: str = "default"):
     c.sampling.max_new_tokens = 24
     c.sampling.cache_length = 256
     c.finetune.steps = 4
-    c.finetune.rows, c.finetune.length = 4, 256
+    c.finetune.rows, c.finetune.length = 8, 256
     c.finetune.warmup_steps = 1
     c.finetune.num_checkpoints = 2
     c.finetune.validation_problems = 8
