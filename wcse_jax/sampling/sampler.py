@@ -36,7 +36,6 @@ import enum
 from typing import Any, Sequence
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,13 +99,12 @@ def _pow2(n: int) -> int:
 
 def _rows(x: jax.Array) -> jax.Array:
   """Constrains a [rows, ...] array to the batch sharding (rows over the data axes)."""
-  return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
+  return parallel.constrain(x, ("batch",) + (None,) * (x.ndim - 1))
 
 
 def _constrain_cache(cache: gemma2.Cache) -> gemma2.Cache:
-  kv = lambda a: nn.with_logical_constraint(
-      a, ("layers", "batch", "cache_length", "kv_heads", "head_dim"))
-  pos = lambda a: nn.with_logical_constraint(a, ("batch", "cache_length"))
+  kv = lambda a: parallel.constrain(a, ("layers", "batch", "cache_length", "kv_heads", "head_dim"))
+  pos = lambda a: parallel.constrain(a, ("batch", "cache_length"))
   return cache.replace(local_k=kv(cache.local_k), local_v=kv(cache.local_v),
                        global_k=kv(cache.global_k), global_v=kv(cache.global_v),
                        local_pos=pos(cache.local_pos), global_pos=pos(cache.global_pos))
