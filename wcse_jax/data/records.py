@@ -26,7 +26,7 @@ import os
 import re
 from typing import Any, Iterable, Iterator, Mapping
 
-from wcse_jax.data.sources import DataError
+from wcse_jax.data.sources import DataError, json_lines
 
 log = logging.getLogger(__name__)
 
@@ -144,25 +144,13 @@ def read_records(source: str | Iterable[str], *, prefix: str = "samples",
       raise DataError(f"{source}: no such shard file or directory")
   else:
     paths = list(source)
-  skipped = []
+  skipped: list[str] = []
   for path in paths:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-      for lineno, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        try:
-          record = json.loads(line)
-          if not isinstance(record, dict):
-            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-        except ValueError as e:
-          if not skip_malformed:
-            raise DataError(f"{path}:{lineno}: malformed record ({e})") from None
-          skipped.append(f"{path}:{lineno}")
-          continue
-        yield record
+    for _, record in json_lines(path, skipped, skip_malformed=skip_malformed):
+      yield record
   if skipped:
     log.warning("skipped %d malformed record line(s); first: %s", len(skipped),
-                ", ".join(skipped[:3]))
+                "; ".join(skipped[:3]))
 
 
 def done_keys(directory: str, prefix: str = "samples") -> set[tuple[str, int]]:

@@ -13,7 +13,7 @@ import gzip
 import json
 import logging
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,12 @@ def _open_text(path: str):
   return open(path, "r", encoding="utf-8")
 
 
-def read_jsonl(path: str, *, required: Sequence[str] = (),
-               skip_malformed: bool = False) -> list[dict[str, Any]]:
-  """Records of a JSON-lines file (optionally gzipped). Blank lines are ignored."""
-  records, skipped = [], []
-  if not os.path.exists(path):
-    raise DataError(f"{path}: no such file")
+def json_lines(path: str, skipped: list[str], *, skip_malformed: bool = False,
+               ) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(line number, record) for each JSON object line of a (possibly gzipped) file.
+
+  A malformed line raises DataError("path:line: ..."), or with skip_malformed=True is appended
+  to `skipped` (as "path:line: reason") so the caller can report the count once."""
   with _open_text(path) as f:
     for lineno, line in enumerate(f, start=1):
       if not line.strip():
@@ -51,9 +51,19 @@ def read_jsonl(path: str, *, required: Sequence[str] = (),
           raise DataError(reason) from None
         skipped.append(reason)
         continue
-      check_fields(record, required, f"{path}:{lineno}")
-      record[WHERE] = f"{path}:{lineno}"
-      records.append(record)
+      yield lineno, record
+
+
+def read_jsonl(path: str, *, required: Sequence[str] = (),
+               skip_malformed: bool = False) -> list[dict[str, Any]]:
+  """Records of a JSON-lines file (optionally gzipped). Blank lines are ignored."""
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file")
+  records, skipped = [], []
+  for lineno, record in json_lines(path, skipped, skip_malformed=skip_malformed):
+    check_fields(record, required, f"{path}:{lineno}")
+    record[WHERE] = f"{path}:{lineno}"
+    records.append(record)
   if skipped:
     log.warning("skipped %d malformed line(s) in %s; first: %s", len(skipped), path,
                 "; ".join(skipped[:3]))
