@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from wcse_jax.sampling import Greedy, Temperature, TopK, TopP
+from wcse_jax.sampling.choosers import invert_cdf
 
 LOGITS = jnp.array([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
 DRAWS = 20_000
@@ -61,6 +62,14 @@ def test_top_p_frequencies(p, kept):
   assert (np.cumsum(probs)[kept - 1] >= p) and (kept == 1 or np.cumsum(probs)[kept - 2] < p)
   probs[kept:] = 0
   _assert_matches(_frequencies(TopP(p)), probs)
+
+
+def test_inverse_cdf_draw_never_picks_a_token_without_mass():
+  """Each token owns the slice [cdf[i-1], cdf[i]) of [0, 1); excluded tokens own none, even at
+  the ends of the range where u * total can round up to the total."""
+  logits = jnp.array([[-jnp.inf, 0.0, -jnp.inf, jnp.log(3.0), -jnp.inf]] * 6)
+  u = jnp.array([0.0, 0.2499, 0.25, 0.9, 1.0 - 2.0 ** -24, 1.0])
+  np.testing.assert_array_equal(invert_cdf(logits, u), [1, 1, 3, 3, 3, 3])
 
 
 def test_choosers_use_one_key_per_row():

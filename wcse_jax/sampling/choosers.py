@@ -17,9 +17,31 @@ import jax.numpy as jnp
 _NEG_INF = float("-inf")
 
 
+def invert_cdf(logits: jax.Array, u: jax.Array) -> jax.Array:
+  """The token whose slice of [0, 1) holds u, for each row: the inverse-CDF categorical draw.
+
+  logits [B, V] (-inf marks excluded tokens), u [B] in [0, 1). A token with zero probability owns
+  an empty slice, so it is never chosen; when u * total rounds up to the total, the last token
+  with mass is the answer.
+  """
+  probs = jax.nn.softmax(logits, axis=-1)
+  cdf = jnp.cumsum(probs, axis=-1)
+  threshold = (u.astype(cdf.dtype) * cdf[:, -1])[:, None]
+  token = jnp.sum(cdf <= threshold, axis=-1)
+  last_with_mass = logits.shape[-1] - 1 - jnp.argmax(probs[:, ::-1] > 0, axis=-1)
+  return jnp.minimum(token, last_with_mass).astype(jnp.int32)
+
+
 def _draw(logits: jax.Array, keys: jax.Array) -> jax.Array:
-  """One categorical draw per row, each with its own key."""
-  return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
+  """One categorical draw per row, each with its own key.
+
+  By inverting the CDF at one uniform per row rather than by the Gumbel-max trick of
+  jax.random.categorical, which needs one random number per vocabulary entry: on a CPU those
+  [rows, V] threefry draws were a fifth of a small model's decode step. Float32 rounding limits
+  both methods alike (to tokens of probability below ~1e-7).
+  """
+  u = jax.vmap(jax.random.uniform)(keys)
+  return invert_cdf(logits, u)
 
 
 def _check_temperature(temperature: float) -> None:
@@ -96,4 +118,4 @@ class Chooser(Protocol):
 
   def __call__(self, logits: jax.Array, keys: jax.Array) -> jax.Array: ...
 
-__all__ = ["Greedy", "Temperature", "TopK", "TopP", "Chooser"]
+__all__ = ["Greedy", "Temperature", "TopK", "TopP", "Chooser", "invert_cdf"]
