@@ -31,17 +31,26 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.vocab_size = 512  # SentencePiece vocabulary trained on the task's train split.
   c.rows = 16  # Packed rows per batch.
+  c.microbatches = 2  # Gradient-accumulation steps per batch (the same update, a smaller working
+  # set: faster on a CPU). rows / microbatches must divide over the mesh's data axes.
   c.length = 256  # Tokens per row.
   c.warmup_steps = 30
+  # Leading train problems the zoo never trains on: set it to sampling.num_problems so that WC and
+  # SE solve problems they have not memorised when the sample stage draws their solutions.
+  c.held_out_problems = 0
   c.eval_problems = 200  # Test problems for the greedy accuracy printed at the end.
   c.max_new_tokens = 96  # Decode budget when evaluating.
   c.models = ml_collections.ConfigDict()
-  for name, preset, steps, lr in (("wc", "zoo_wc", 300, 5e-3), ("se", "zoo_se", 350, 2.5e-3),
-                                  ("student", "zoo_wc", 80, 5e-3)):
+  for name, preset, steps, lr, remat in (("wc", "zoo_wc", 500, 5e-3, "none"),
+                                         ("se", "zoo_se", 600, 4e-3, "dots_no_batch"),
+                                         ("student", "zoo_wc", 80, 5e-3, "none")):
     m = ml_collections.ConfigDict()
     m.preset = preset  # Architecture (vocab_size is set from the tokenizer).
     m.steps = steps  # Training steps from scratch.
     m.learning_rate = lr  # Peak AdamW learning rate (warmup then cosine); wider models want less.
+    # Rematerialisation while training (speed only; measured on 2 CPU cores x 8 simulated
+    # devices: 1.4x for the 4-layer zoo_se, 0.8x for the 2-layer zoo_wc).
+    m.remat = remat
     c.models[name] = m
   return c
 
@@ -72,7 +81,10 @@ def greedy_accuracy(loaded: loading.LoadedModel, mesh, task, examples, max_new_t
 def zoo(ctx) -> dict[str, Any]:
   cfg = ctx.config
   task = tasks.get_task(cfg.task.name, **cfg.task.knobs)
-  train = task.examples("train")
+  train = task.examples("train")[cfg.zoo.held_out_problems:]
+  if not train:
+    raise ValueError(f"config zoo.held_out_problems={cfg.zoo.held_out_problems} leaves no train "
+                     f"problems to train the zoo on ({len(task.examples('train'))} in the split)")
   mesh = parallel.make_mesh(tuple(cfg.mesh.shape))
   tok_path = os.path.join(ctx.out, "tokenizer.model")
   if os.path.exists(tok_path):
@@ -92,9 +104,10 @@ def zoo(ctx) -> dict[str, Any]:
                    config.param_count(), spec.steps)
       opt = optim.OptimizerConfig(learning_rate=spec.learning_rate,
                                   warmup_steps=cfg.zoo.warmup_steps, total_steps=spec.steps)
-      params, _ = sft.finetune(gemma2.make_model(config), None, examples, mesh=mesh,
-                               workdir=os.path.join(ctx.out, "train", name), steps=spec.steps,
-                               rows=cfg.zoo.rows, length=cfg.zoo.length, optimizer=opt,
+      params, _ = sft.finetune(gemma2.make_model(config, remat_policy=spec.remat), None,
+                               examples, mesh=mesh, workdir=os.path.join(ctx.out, "train", name),
+                               steps=spec.steps, rows=cfg.zoo.rows, length=cfg.zoo.length,
+                               microbatches=cfg.zoo.microbatches, optimizer=opt,
                                seed=cfg.seed + i)
       loading.save_model(folder, config, params)
     loaded = loading.load(_spec(name, folder, tok_path), mesh)
@@ -103,6 +116,10 @@ def zoo(ctx) -> dict[str, Any]:
                     "greedy_test_accuracy": accuracy[name]}
     ctx.log.info("zoo: %s greedy accuracy on %d test problems: %.1f%%", name, len(test),
                  100 * accuracy[name])
+  if {"wc", "se"} <= set(accuracy) and accuracy["se"] <= accuracy["wc"]:
+    ctx.log.warning("zoo: SE (%.1f%%) is not better than WC (%.1f%%): the comparison still runs, "
+                    "but not in the paper's setting; more zoo.models.se.steps usually fix it",
+                    100 * accuracy["se"], 100 * accuracy["wc"])
   with open(os.path.join(ctx.out, "accuracy.json"), "w") as f:
     json.dump(accuracy, f, indent=1)
   print("zoo greedy test accuracy: " + ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items()))
