@@ -53,7 +53,7 @@ def _plan(cfg) -> plans.SamplingPlan:
   return plan
 
 
-@experiment.stage("sample")
+@experiment.stage("sample", config_keys=("task", "models", "wcse", "sampling", "mesh", "seed"))
 def sample(ctx) -> dict[str, Any]:
   cfg = ctx.config
   plan = _plan(cfg)
@@ -102,7 +102,8 @@ def _examples_by_id(task, split: str) -> dict[str, Any]:
   return {ex.id: ex for ex in task.examples(split)}
 
 
-@experiment.stage("grade")
+@experiment.stage("grade", config_keys=("task", "models", "wcse", "sampling", "grading", "mesh",
+                                        "seed"))
 def grade(ctx) -> dict[str, Any]:
   cfg = ctx.config
   task, src, plan = _task(cfg), ctx.input("sample"), _plan(cfg)
@@ -208,7 +209,8 @@ def _evaluate(loaded, mesh, cfg, task, examples, root: str, rel: str) -> dict[st
   return out
 
 
-@experiment.stage("finetune")
+@experiment.stage("finetune", config_keys=("task", "models", "wcse", "sampling", "finetune", "mesh",
+                                           "seed"))
 def finetune(ctx) -> dict[str, Any]:
   cfg = ctx.config
   ft, task, mesh, plan = cfg.finetune, _task(cfg), _mesh(cfg), _plan(cfg)
