@@ -31,8 +31,9 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.vocab_size = 512  # SentencePiece vocabulary trained on the task's train split.
   c.rows = 16  # Packed rows per batch.
-  c.microbatches = 2  # Gradient-accumulation steps per batch (the same update, a smaller working
-  # set: faster on a CPU). rows / microbatches must divide over the mesh's data axes.
+  # Gradient-accumulation steps per batch: the same update with a smaller working set, faster on
+  # a CPU. rows / microbatches must divide over the mesh's data axes.
+  c.microbatches = 2
   c.length = 256  # Tokens per row.
   c.warmup_steps = 30
   # Leading train problems the zoo never trains on: set it to sampling.num_problems so that WC and
@@ -118,7 +119,7 @@ def zoo(ctx) -> dict[str, Any]:
                  100 * accuracy[name])
   if {"wc", "se"} <= set(accuracy) and accuracy["se"] <= accuracy["wc"]:
     ctx.log.warning("zoo: SE (%.1f%%) is not better than WC (%.1f%%): the comparison still runs, "
-                    "but not in the paper's setting; more zoo.models.se.steps usually fix it",
+                    "but not in the paper's setting; more zoo.models.se.steps may fix it",
                     100 * accuracy["se"], 100 * accuracy["wc"])
   with open(os.path.join(ctx.out, "accuracy.json"), "w") as f:
     json.dump(accuracy, f, indent=1)
