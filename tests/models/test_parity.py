@@ -67,8 +67,8 @@ def test_cached_decode_equals_full_forward(chunks):
   positions = gemma2.default_positions(tokens)
   full = gemma2.forward(model, params, tokens, positions).logits
   cache = gemma2.init_cache(config, batch=2, length=16)
-  assert cache.local_k.shape[2] == config.sliding_window  # local layers keep only the window
-  assert cache.global_k.shape[2] == 16
+  assert cache.window == config.sliding_window  # local layers keep only the window
+  assert cache.length == 16
   pieces, start = [], 0
   step = jax.jit(lambda t, p, c: gemma2.forward(model, params, t, p, cache=c))
   for n in chunks:

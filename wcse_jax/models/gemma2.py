@@ -7,7 +7,11 @@ parameters); structurally it differs where pod-scale training needs it:
 - the pair block can be rematerialised with a named policy (`remat_policy`);
 - every parameter and the main activations carry logical axis names (see wcse_jax/parallel.py);
 - the KV cache keeps only the window on local layers (a ring buffer) and the full length on
-  global layers;
+  global layers, one buffer per layer, keys stored as [.., head_dim, time] and values as
+  [.., time, head_dim]: the layouts the attention matmuls read, so a decode step copies no cache;
+- with a cache (prefill and decode steps) the layer pairs run as a Python loop over static
+  slices of the stacked parameters, like the reference's unrolled layers. (Inside the scan, the
+  dynamic layer index made XLA copy every layer's cache out of a stacked buffer at every step.)
 - `return_hidden=True` also returns the final-norm hidden states for scalar heads.
 
 Masking is positional: a key is visible to a query when its position is >= 0 (negative positions
@@ -49,38 +53,43 @@ def _constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
 class Cache:
   """Decoding state shared by all layers.
 
-  local_k/v: [pairs, B, W, kv_heads, head_dim] ring buffers, W = min(sliding_window, length);
-  global_k/v: [pairs, B, S, kv_heads, head_dim]; *_pos: the position held in each slot, -1 when
-  empty; index: the next time step (slot S is the cache end: the caller must stop before it).
+  local_k / local_v: one buffer per (local, global) pair, [B, kv_heads, head_dim, W] keys and
+  [B, kv_heads, W, head_dim] values, ring buffers of W = min(sliding_window, length) slots;
+  global_k / global_v: the same with S time slots. Keys are kept transposed (time last): that is
+  the layout the query-key matmul reads. *_pos: [B, W] and [B, S], the position held in each slot,
+  -1 when empty; index: the next time step (slot S is the cache end: the caller must stop before
+  it).
   """
-  local_k: jax.Array
-  local_v: jax.Array
-  global_k: jax.Array
-  global_v: jax.Array
+  local_k: tuple[jax.Array, ...]
+  local_v: tuple[jax.Array, ...]
+  global_k: tuple[jax.Array, ...]
+  global_v: tuple[jax.Array, ...]
   local_pos: jax.Array
   global_pos: jax.Array
   index: jax.Array
 
   @property
   def length(self) -> int:
-    return self.global_k.shape[2]
+    return self.global_pos.shape[1]
+
+  @property
+  def window(self) -> int:
+    return self.local_pos.shape[1]
 
   def repeat(self, n: int) -> "Cache":
     """Each row repeated n times (row i -> rows i*n .. i*n+n-1): N samples share one prefill."""
-    kv = lambda a: jnp.repeat(a, n, axis=1)
-    pos = lambda a: jnp.repeat(a, n, axis=0)
-    return Cache(kv(self.local_k), kv(self.local_v), kv(self.global_k), kv(self.global_v),
-                 pos(self.local_pos), pos(self.global_pos), self.index)
+    return jax.tree.map(lambda a: a if a.ndim == 0 else jnp.repeat(a, n, axis=0), self)
 
 
 def init_cache(config: Gemma2Config, batch: int, length: int, dtype: Any = jnp.float32) -> Cache:
   """An empty cache for `batch` rows and `length` time steps."""
-  pairs = config.num_layers // 2
   window = min(config.sliding_window, length)
-  kv_shape = lambda n: (pairs, batch, n, config.num_kv_heads, config.head_dim)
+  per_pair = lambda *shape: tuple(jnp.zeros((batch, config.num_kv_heads) + shape, dtype)
+                                  for _ in range(config.num_layers // 2))
+  h = config.head_dim
   return Cache(
-      local_k=jnp.zeros(kv_shape(window), dtype), local_v=jnp.zeros(kv_shape(window), dtype),
-      global_k=jnp.zeros(kv_shape(length), dtype), global_v=jnp.zeros(kv_shape(length), dtype),
+      local_k=per_pair(h, window), local_v=per_pair(window, h),
+      global_k=per_pair(h, length), global_v=per_pair(length, h),
       local_pos=jnp.full((batch, window), -1, jnp.int32),
       global_pos=jnp.full((batch, length), -1, jnp.int32),
       index=jnp.zeros((), jnp.int32))
@@ -104,18 +113,20 @@ def _write_linear(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array
   return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
 
 
-def _write_layer(stack: jax.Array, layer: jax.Array, new: jax.Array, index: jax.Array,
-                 ring: bool) -> jax.Array:
-  """Writes new [B, T, ...] into layer `layer` of a stacked [pairs, B, S, ...] cache buffer at time
-  steps index.. (modulo S when `ring`). Only the written slots are touched, so inside a decode loop
-  the update happens in place rather than as a copy of the whole cache every step."""
+def _write_kv(buf: jax.Array, new: jax.Array, index: jax.Array, ring: bool,
+              time_axis: int) -> jax.Array:
+  """Writes new (time on `time_axis`) into a layer's cache buffer at time steps index.. (modulo
+  the buffer's length when `ring`). Only the written slots are touched, so inside a decode loop
+  the update happens in place rather than as a copy of the whole buffer every step."""
+  steps = new.shape[time_axis]
   if ring:
-    keep, slots = _ring_slots(index, new.shape[1], stack.shape[2])
-    # The layer and slot indices are split by a slice, so (numpy rules) the slot axis comes first.
-    chunk = jnp.moveaxis(new[:, new.shape[1] - keep:], 1, 0)
-    return stack.at[layer, :, slots].set(chunk.astype(stack.dtype))
-  start = (layer, 0, index) + (0,) * (stack.ndim - 3)
-  return jax.lax.dynamic_update_slice(stack, new[None].astype(stack.dtype), start)
+    keep, slots = _ring_slots(index, steps, buf.shape[time_axis])
+    chunk = jax.lax.slice_in_dim(new, steps - keep, steps, axis=time_axis)
+    where = (slice(None),) * time_axis + (slots,)
+    return buf.at[where].set(chunk.astype(buf.dtype))
+  start = [0] * buf.ndim
+  start[time_axis] = index
+  return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
@@ -177,30 +188,32 @@ class Attention(nn.Module):
     k = apply_rope(k, positions, cfg.rope_base)
     q = _constrain(q, ("batch", "length", "heads", "head_dim"))
 
+    # Keys as [B, K, H, S] and values as [B, K, S, H], the layouts the two matmuls read (and the
+    # cache keeps), queries grouped by kv head as [B, K, G, T, H]: then neither the [.., T, S]
+    # scores nor their gradients need a transposed copy.
+    keys, values = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
     new_kv = None
-    keys, values, key_pos, key_seg = k, v, positions, segment_ids
+    key_pos, key_seg = positions, segment_ids
     if kv is not None:
-      # kv: this layer kind's stacked [pairs, B, S, ...] buffers and this layer's index in them.
-      stack_k, stack_v, layer = kv
-      new_kv = (_write_layer(stack_k, layer, k, index, self.local),
-                _write_layer(stack_v, layer, v, index, self.local))
+      # kv: this layer's (keys, values) cache buffers.
+      new_kv = (_write_kv(kv[0], keys, index, self.local, time_axis=3),
+                _write_kv(kv[1], values, index, self.local, time_axis=2))
       if self.local and x.shape[1] > 1:
         # A chunk longer than one step may overwrite ring slots its own earlier queries still
         # need, so attend over (old ring ++ chunk) and only then keep the ring's last W steps.
-        keys = jnp.concatenate([stack_k[layer].astype(self.dtype), k], axis=1)
-        values = jnp.concatenate([stack_v[layer].astype(self.dtype), v], axis=1)
+        keys = jnp.concatenate([kv[0].astype(self.dtype), keys], axis=3)
+        values = jnp.concatenate([kv[1].astype(self.dtype), values], axis=2)
         key_pos = jnp.concatenate([kv_pos, positions], axis=1)
       else:
-        keys = new_kv[0][layer].astype(self.dtype)
-        values = new_kv[1][layer].astype(self.dtype)
+        keys, values = (a.astype(self.dtype) for a in new_kv)
         # The caller passes global positions already updated; the ring's are updated here.
         key_pos = _write_ring(kv_pos, positions, index) if self.local else kv_pos
       key_seg = None
 
     b, t, n, h = q.shape
     groups = n // cfg.num_kv_heads
-    q = q.reshape(b, t, cfg.num_kv_heads, groups, h)
-    logits = jnp.einsum("BTKGH,BSKH->BTKGS", q, keys, preferred_element_type=jnp.float32)
+    q = q.reshape(b, t, cfg.num_kv_heads, groups, h).transpose(0, 2, 3, 1, 4)
+    logits = jnp.einsum("BKGTH,BKHS->BKGTS", q, keys, preferred_element_type=jnp.float32)
     logits = jnp.tanh(logits / cfg.attn_softcap) * cfg.attn_softcap
 
     qp, kp = positions[:, :, None], key_pos[:, None, :]
@@ -209,9 +222,10 @@ class Attention(nn.Module):
       mask &= segment_ids[:, :, None] == key_seg[:, None, :]
     if self.local:
       mask &= kp > qp - cfg.sliding_window
-    logits = jnp.where(mask[:, :, None, None, :], logits, _MASK_VALUE)
+    logits = jnp.where(mask[:, None, None], logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("BTKGS,BSKH->BTKGH", probs, values).reshape(b, t, n, h)
+    out = jnp.einsum("BKGTS,BKSH->BKGTH", probs, values)
+    out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
     out = _constrain(out, ("batch", "length", "heads", "head_dim"))
     return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(self.dtype)), new_kv
 
@@ -233,8 +247,15 @@ class FeedForward(nn.Module):
     w_gate = _param(self, "gating_einsum", shape, axes, init, self.param_dtype)
     w_out = _param(self, "linear", (cfg.hidden_dim, cfg.embed_dim), ("mlp", "embed"), init,
                    self.param_dtype)
-    gate = jnp.einsum(eq, x.astype(self.dtype), w_gate.astype(self.dtype))
-    hidden = nn.gelu(gate[..., 0, :], approximate=True) * gate[..., 1, :]
+    x, w_gate = x.astype(self.dtype), w_gate.astype(self.dtype)
+    if x.shape[1] == 1:
+      # A decode step: one matmul per half of the weight, each read in place. The single einsum
+      # below reads the [2, ...] weight through a transposed copy, once per step and layer.
+      gate, up = (jnp.einsum(eq.replace("N", ""), x, w_gate[i]) for i in range(2))
+    else:
+      # Longer inputs (training, prefill): one matmul, measured faster in the training step.
+      gate, up = jnp.moveaxis(jnp.einsum(eq, x, w_gate), 2, 0)
+    hidden = nn.gelu(gate, approximate=True) * up
     hidden = _constrain(hidden, ("batch", "length", "mlp"))
     return jnp.einsum("BTF,FD->BTD", hidden, w_out.astype(self.dtype))
 
@@ -265,18 +286,17 @@ class PairBlock(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, carry, layer, positions, segment_ids, local_pos, global_pos, index):
-    """carry: (x, the whole stacked cache (local_k, local_v, global_k, global_v) or None);
-    layer: this pair's index in the stack."""
-    x, stacks = carry
+  def __call__(self, x, positions, segment_ids, kv, local_pos, global_pos, index):
+    """kv: this pair's cache buffers (local_k, local_v, global_k, global_v), or None.
+    Returns (x, the updated buffers or None): the scan's (carry, per-layer output)."""
     local_kv = global_kv = None
-    if stacks is not None:
-      local_kv, global_kv = (stacks[0], stacks[1], layer), (stacks[2], stacks[3], layer)
+    if kv is not None:
+      local_kv, global_kv = kv[:2], kv[2:]
     x, local_kv = Block(self.config, True, self.dtype, self.param_dtype, name="local")(
         x, positions, segment_ids, local_kv, local_pos, index)
     x, global_kv = Block(self.config, False, self.dtype, self.param_dtype, name="global")(
         x, positions, segment_ids, global_kv, global_pos, index)
-    return (x, None if stacks is None else local_kv + global_kv), None
+    return x, None if kv is None else local_kv + global_kv
 
 
 @flax.struct.dataclass
@@ -324,36 +344,40 @@ class Gemma2(nn.Module):
     x = embedding.encode(tokens).astype(self.dtype)
     x = _constrain(x, ("batch", "length", "embed"))
 
-    block = PairBlock
-    policy = REMAT_POLICIES[self.remat_policy]
-    if self.remat_policy != "none":
-      block = nn.remat(block, policy=policy, prevent_cse=False)
-    scanned = nn.scan(
-        block, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-        length=cfg.num_layers // 2, metadata_params={nn.PARTITION_NAME: "layers"})
-    # The cache rides in the scan's carry, whole, and each pair writes only its new slots into it.
-    # (Scanning over per-layer slices and stacking the outputs copied the entire cache at every
-    # decode step, which made cached decoding about half as fast.)
-    stacks = None
-    local_pos = global_pos = index = None
-    if cache is not None:
-      stacks = (cache.local_k, cache.local_v, cache.global_k, cache.global_v)
-      local_pos, global_pos, index = cache.local_pos, cache.global_pos, cache.index
+    pairs = cfg.num_layers // 2
+    new_cache = None
+    if cache is None:
+      block = PairBlock
+      if self.remat_policy != "none":
+        block = nn.remat(block, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False)
+      scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                        in_axes=(nn.broadcast,) * 6, length=pairs,
+                        metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = scanned(cfg, self.dtype, self.param_dtype, name="layers")(
+          x, positions, segment_ids, None, None, None, None)
+    else:
+      if self.is_initializing():
+        raise ValueError("initialize the model without a cache (init_params does)")
+      index = cache.index
       # Global layers attend over the cache after writing; they need the new positions already.
-      global_pos = _write_linear(global_pos, positions, index)
-    (x, stacks), _ = scanned(cfg, self.dtype, self.param_dtype, name="layers")(
-        (x, stacks), jnp.arange(cfg.num_layers // 2), positions, segment_ids, local_pos,
-        global_pos, index)
+      global_pos = _write_linear(cache.global_pos, positions, index)
+      # A Python loop over static slices of the stacked weights (see the module docstring).
+      pair = PairBlock(cfg, self.dtype, self.param_dtype, parent=None)
+      buffers = []
+      for layer in range(pairs):
+        weights = jax.tree.map(lambda w: w[layer], self.variables["params"]["layers"])
+        kv = (cache.local_k[layer], cache.local_v[layer], cache.global_k[layer],
+              cache.global_v[layer])
+        x, kv = pair.apply({"params": weights}, x, positions, None, kv, cache.local_pos,
+                           global_pos, index)
+        buffers.append(kv)
+      lk, lv, gk, gv = (tuple(b) for b in zip(*buffers))
+      new_cache = Cache(lk, lv, gk, gv, _write_ring(cache.local_pos, positions, index), global_pos,
+                        index + tokens.shape[1])
     x = RMSNorm(self.param_dtype, name="final_norm")(x)
 
     logits = embedding.decode(x)
     logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
-    new_cache = None
-    if cache is not None:
-      lk, lv, gk, gv = stacks
-      new_cache = Cache(lk, lv, gk, gv, _write_ring(cache.local_pos, positions, index), global_pos,
-                        index + tokens.shape[1])
     return Output(logits=logits, cache=new_cache, hidden=x if return_hidden else None)
 
 

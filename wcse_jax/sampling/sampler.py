@@ -103,10 +103,13 @@ def _rows(x: jax.Array) -> jax.Array:
 
 
 def _constrain_cache(cache: gemma2.Cache) -> gemma2.Cache:
-  kv = lambda a: parallel.constrain(a, ("layers", "batch", "cache_length", "kv_heads", "head_dim"))
+  k = lambda bufs: tuple(parallel.constrain(a, ("batch", "kv_heads", "head_dim", "cache_length"))
+                        for a in bufs)
+  v = lambda bufs: tuple(parallel.constrain(a, ("batch", "kv_heads", "cache_length", "head_dim"))
+                        for a in bufs)
   pos = lambda a: parallel.constrain(a, ("batch", "cache_length"))
-  return cache.replace(local_k=kv(cache.local_k), local_v=kv(cache.local_v),
-                       global_k=kv(cache.global_k), global_v=kv(cache.global_v),
+  return cache.replace(local_k=k(cache.local_k), local_v=v(cache.local_v),
+                       global_k=k(cache.global_k), global_v=v(cache.global_v),
                        local_pos=pos(cache.local_pos), global_pos=pos(cache.global_pos))
 
 
