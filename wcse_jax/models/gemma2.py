@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from wcse_jax import parallel
 from wcse_jax.models.presets import Gemma2Config
+from wcse_jax.models.project import project
 
 _MASK_VALUE = -2.3819763e38  # The reference's large negative logit for masked keys.
 
@@ -182,8 +183,8 @@ class Attention(nn.Module):
     wo = weight("attn_vec_einsum", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
                 ("heads", "head_dim", "embed"))
     x = x.astype(self.dtype)
-    q = jnp.einsum("BTD,NDH->BTNH", x, wq.astype(self.dtype))
-    k, v = jnp.einsum("BSD,CKDH->CBSKH", x, wkv.astype(self.dtype))
+    q = project("BTD,NDH->BTNH", x, wq.astype(self.dtype))
+    k, v = project("BSD,CKDH->CBSKH", x, wkv.astype(self.dtype))
     q = apply_rope(q, positions, cfg.rope_base) * jnp.asarray(cfg.query_scale, self.dtype)
     k = apply_rope(k, positions, cfg.rope_base)
     q = _constrain(q, ("batch", "length", "heads", "head_dim"))
@@ -227,7 +228,7 @@ class Attention(nn.Module):
     out = jnp.einsum("BKGTS,BKSH->BKGTH", probs, values)
     out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
     out = _constrain(out, ("batch", "length", "heads", "head_dim"))
-    return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(self.dtype)), new_kv
+    return project("BTNH,NHD->BTD", out, wo.astype(self.dtype)), new_kv
 
 
 class FeedForward(nn.Module):
@@ -241,23 +242,20 @@ class FeedForward(nn.Module):
     cfg = self.config
     init = nn.initializers.normal(0.02)
     if cfg.transpose_gating:
-      shape, axes, eq = (2, cfg.hidden_dim, cfg.embed_dim), (None, "mlp", "embed"), "BTD,NFD->BTNF"
+      shape, axes, eq = (2, cfg.hidden_dim, cfg.embed_dim), (None, "mlp", "embed"), "BTD,FD->BTF"
     else:
-      shape, axes, eq = (2, cfg.embed_dim, cfg.hidden_dim), (None, "embed", "mlp"), "BTD,NDF->BTNF"
+      shape, axes, eq = (2, cfg.embed_dim, cfg.hidden_dim), (None, "embed", "mlp"), "BTD,DF->BTF"
     w_gate = _param(self, "gating_einsum", shape, axes, init, self.param_dtype)
     w_out = _param(self, "linear", (cfg.hidden_dim, cfg.embed_dim), ("mlp", "embed"), init,
                    self.param_dtype)
+    # One matmul per half of the gating weight, each read in place: a single einsum producing
+    # [.., 2, F] makes XLA copy the weight transposed (at every decode step) and pad and
+    # concatenate the two halves' gradients.
     x, w_gate = x.astype(self.dtype), w_gate.astype(self.dtype)
-    if x.shape[1] == 1:
-      # A decode step: one matmul per half of the weight, each read in place. The single einsum
-      # below reads the [2, ...] weight through a transposed copy, once per step and layer.
-      gate, up = (jnp.einsum(eq.replace("N", ""), x, w_gate[i]) for i in range(2))
-    else:
-      # Longer inputs (training, prefill): one matmul, measured faster in the training step.
-      gate, up = jnp.moveaxis(jnp.einsum(eq, x, w_gate), 2, 0)
+    gate, up = (project(eq, x, w_gate[i]) for i in range(2))
     hidden = nn.gelu(gate, approximate=True) * up
     hidden = _constrain(hidden, ("batch", "length", "mlp"))
-    return jnp.einsum("BTF,FD->BTD", hidden, w_out.astype(self.dtype))
+    return project("BTF,FD->BTD", hidden, w_out.astype(self.dtype))
 
 
 class Block(nn.Module):
@@ -396,8 +394,8 @@ class _Embedding(nn.Module):
     return x * jnp.sqrt(self.config.embed_dim).astype(x.dtype)
 
   def decode(self, x: jax.Array) -> jax.Array:
-    logits = jnp.einsum("BTD,VD->BTV", x, self.input_embedding.astype(x.dtype),
-                        preferred_element_type=jnp.float32)
+    logits = project("BTD,VD->BTV", x, self.input_embedding.astype(x.dtype),
+                    preferred_element_type=jnp.float32)
     return _constrain(logits, ("batch", "length", "vocab"))
 
 
