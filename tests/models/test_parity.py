@@ -45,6 +45,23 @@ def test_full_forward_matches_reference_with_padding(preset, overrides):
   np.testing.assert_allclose(np.where(valid, ours, 0), np.where(valid, theirs, 0), atol=1e-5)
 
 
+def test_packed_row_equals_its_sequences_alone():
+  # Two sequences packed in one row, both longer than the sliding window: each must see only
+  # itself, on local and global layers.
+  config = presets.get_preset("test")
+  model = gemma2.make_model(config)
+  params = _perturbed_params(model, seed=8)
+  first, second = (jax.random.randint(jax.random.key(k), (1, n), 1, config.vocab_size)
+                   for k, n in ((9, 7), (10, 9)))
+  packed = jnp.concatenate([first, second], axis=1)
+  positions = jnp.concatenate([jnp.arange(7), jnp.arange(9)])[None]
+  segments = jnp.asarray([[1] * 7 + [2] * 9])
+  logits = gemma2.forward(model, params, packed, positions, segment_ids=segments).logits
+  for seq, span in ((first, slice(0, 7)), (second, slice(7, 16))):
+    alone = gemma2.forward(model, params, seq, gemma2.default_positions(seq)).logits
+    np.testing.assert_allclose(logits[:, span], alone, atol=1e-5)
+
+
 def test_query_scaling_changes_logits():
   # Guards the test above: a wrong query scale would be visible in the logits.
   base = presets.get_preset("test")
