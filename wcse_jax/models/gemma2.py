@@ -29,15 +29,22 @@ import jax.numpy as jnp
 
 from wcse_jax import parallel
 from wcse_jax.models.presets import Gemma2Config
+from wcse_jax.models import project as project_lib
 from wcse_jax.models.project import project
 
 _MASK_VALUE = -2.3819763e38  # The reference's large negative logit for masked keys.
 
+# The weight projections are matmuls inside a custom_vjp (project.py), which the matmul policies
+# cannot see; they are saved by name instead, so "dots" still saves every matmul's output and
+# "dots_no_batch" the projections (all matmuls without batch dimensions).
+_SAVE_PROJECTIONS = jax.checkpoint_policies.save_only_these_names(project_lib.NAME)
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.checkpoint_dots, _SAVE_PROJECTIONS),
+    "dots_no_batch": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, _SAVE_PROJECTIONS),
 }
 
 

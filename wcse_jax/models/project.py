@@ -20,6 +20,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 
 def _parse(eq: str) -> tuple[str, str, str, str, str, str]:
@@ -34,15 +35,26 @@ def _parse(eq: str) -> tuple[str, str, str, str, str, str]:
   return x, w, y, tokens, contracted, free
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+NAME = "projection"  # what remat policies see the output as (gemma2.REMAT_POLICIES)
+
+
 def project(eq: str, x: jax.Array, w: jax.Array, preferred_element_type=None) -> jax.Array:
-  """jnp.einsum(eq, x, w, preferred_element_type=...) (see the module docstring)."""
+  """jnp.einsum(eq, x, w, preferred_element_type=...) (see the module docstring).
+
+  The output is named NAME for rematerialisation: remat policies that look for matmuls do not
+  see the one inside a custom_vjp, so the model's policies save projections by this name.
+  """
   _parse(eq)
+  return checkpoint_name(_project(eq, x, w, preferred_element_type), NAME)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def _project(eq, x, w, preferred_element_type):
   return jnp.einsum(eq, x, w, preferred_element_type=preferred_element_type)
 
 
 def _forward(eq, x, w, preferred_element_type):
-  return project(eq, x, w, preferred_element_type), (x, w)
+  return _project(eq, x, w, preferred_element_type), (x, w)
 
 
 def _backward(eq, preferred_element_type, residuals, g):
@@ -65,6 +77,6 @@ def _backward(eq, preferred_element_type, residuals, g):
   return dx, dw
 
 
-project.defvjp(_forward, _backward)
+_project.defvjp(_forward, _backward)
 
-__all__ = ["project"]
+__all__ = ["project", "NAME"]
