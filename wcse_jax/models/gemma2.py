@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from wcse_jax import parallel
-from wcse_jax.models.presets import Gemma2Config
 from wcse_jax.models import project as project_lib
+from wcse_jax.models.presets import Gemma2Config
 from wcse_jax.models.project import project
 
 _MASK_VALUE = -2.3819763e38  # The reference's large negative logit for masked keys.

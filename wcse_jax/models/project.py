@@ -54,7 +54,7 @@ def _project(eq, x, w, preferred_element_type):
 
 
 def _forward(eq, x, w, preferred_element_type):
-  return _project(eq, x, w, preferred_element_type), (x, w)
+  return jnp.einsum(eq, x, w, preferred_element_type=preferred_element_type), (x, w)
 
 
 def _backward(eq, preferred_element_type, residuals, g):
