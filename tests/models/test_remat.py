@@ -1,4 +1,5 @@
-"""Remat policies keep their meaning: "dots" / "dots_no_batch" save the projections' outputs."""
+"""Remat policies keep their meaning: "dots" / "dots_no_batch" save the projections' outputs and
+the attention's output and row statistics; "full" saves none of them."""
 import contextlib
 import io
 
@@ -29,6 +30,10 @@ def test_matmul_policies_save_the_projections(policy):
   # policies; the model's policies must still save them. Stacked over the 2 layer pairs:
   queries = "f32[2,2,8,4,16]"  # [pairs, B, T, heads, head_dim]
   gating_half = "f32[2,2,8,64]"  # [pairs, B, T, hidden]
+  # The attention's residuals (models/attention.py), so its backward pass does not re-run it:
+  attention_out = "f32[2,2,2,2,8,16]"  # [pairs, B, kv_heads, groups, T, head_dim]
+  row_stats = "f32[2,2,2,2,8]"  # row maxima and sums, [pairs, B, kv_heads, groups, T]
+  expected = {queries, gating_half, attention_out, row_stats}
   saved = _saved_shapes(policy)
-  assert {queries, gating_half} <= saved
-  assert not {queries, gating_half} & _saved_shapes("full")
+  assert expected <= saved
+  assert not expected & _saved_shapes("full")

@@ -4,7 +4,8 @@ Numerically this is the official `gemma` package's Gemma 2 (tests compare logits
 parameters); structurally it differs where pod-scale training needs it:
 - layers are stacked as (local sliding-window, global) pairs and run with `nn.scan`, so compile
   time does not grow with depth and every parameter carries a leading "layers" axis;
-- the pair block can be rematerialised with a named policy (`remat_policy`);
+- the pair block can be rematerialised with a named policy (`remat_policy`); the attention
+  core (attention.py) has a flash-style backward pass whose small residuals those policies save;
 - every parameter and the main activations carry logical axis names (see wcse_jax/parallel.py);
 - the KV cache keeps only the window on local layers (a ring buffer) and the full length on
   global layers, one buffer per layer, keys stored as [.., head_dim, time] and values as
@@ -28,23 +29,26 @@ import jax
 import jax.numpy as jnp
 
 from wcse_jax import parallel
+from wcse_jax.models import attention as attention_lib
 from wcse_jax.models import project as project_lib
+from wcse_jax.models.attention import attend
 from wcse_jax.models.presets import Gemma2Config
 from wcse_jax.models.project import project
 
-_MASK_VALUE = -2.3819763e38  # The reference's large negative logit for masked keys.
-
 # The weight projections are matmuls inside a custom_vjp (project.py), which the matmul policies
 # cannot see; they are saved by name instead, so "dots" still saves every matmul's output and
-# "dots_no_batch" the projections (all matmuls without batch dimensions).
-_SAVE_PROJECTIONS = jax.checkpoint_policies.save_only_these_names(project_lib.NAME)
+# "dots_no_batch" the projections (all matmuls without batch dimensions). Both also save the
+# attention's output and row statistics (attention.py), so that its backward pass does not
+# re-run the forward attention.
+_SAVE_NAMED = jax.checkpoint_policies.save_only_these_names(project_lib.NAME,
+                                                                   attention_lib.STATS_NAME)
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.checkpoint_dots, _SAVE_PROJECTIONS),
+        jax.checkpoint_policies.checkpoint_dots, _SAVE_NAMED),
     "dots_no_batch": jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, _SAVE_PROJECTIONS),
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, _SAVE_NAMED),
 }
 
 
@@ -221,18 +225,13 @@ class Attention(nn.Module):
     b, t, n, h = q.shape
     groups = n // cfg.num_kv_heads
     q = q.reshape(b, t, cfg.num_kv_heads, groups, h).transpose(0, 2, 3, 1, 4)
-    logits = jnp.einsum("BKGTH,BKHS->BKGTS", q, keys, preferred_element_type=jnp.float32)
-    logits = jnp.tanh(logits / cfg.attn_softcap) * cfg.attn_softcap
-
     qp, kp = positions[:, :, None], key_pos[:, None, :]
     mask = (kp >= 0) & (kp <= qp)
     if key_seg is not None:
       mask &= segment_ids[:, :, None] == key_seg[:, None, :]
     if self.local:
       mask &= kp > qp - cfg.sliding_window
-    logits = jnp.where(mask[:, None, None], logits, _MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("BKGTS,BKSH->BKGTH", probs, values)
+    out = attend(q, keys, values, mask, cfg.attn_softcap)
     out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
     out = _constrain(out, ("batch", "length", "heads", "head_dim"))
     return project("BTNH,NHD->BTD", out, wo.astype(self.dtype)), new_kv
