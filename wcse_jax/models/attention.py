@@ -67,9 +67,10 @@ def _backward(softcap, residuals, d_out):
   d_values = jnp.einsum("BKGTH,BKGTS->BKHS", d_out, probs.astype(d_out.dtype)).swapaxes(2, 3)
   d_probs = jnp.einsum("BKGTH,BKSH->BKGTS", d_out, values, preferred_element_type=jnp.float32)
   delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
-  # Softmax, then the soft-cap's derivative 1 - tanh^2; masked keys get no gradient.
-  d_logits = probs * (d_probs - delta[..., None]) * (1 - t * t)
-  d_logits = jnp.where(mask[:, None, None], d_logits, 0).astype(q.dtype)
+  # Softmax, then the soft-cap's derivative 1 - tanh^2; masked keys get no gradient. The factor
+  # independent of dP is formed beside the probabilities, in one pass over [.., T, S].
+  scale = jnp.where(mask[:, None, None], probs * (1 - t * t), 0)
+  d_logits = (scale * (d_probs - delta[..., None])).astype(q.dtype)
   d_q = jnp.einsum("BKGTS,BKHS->BKGTH", d_logits, keys)
   d_keys = jnp.einsum("BKGTH,BKGTS->BKHS", q, d_logits)
   return d_q, d_keys.astype(keys.dtype), d_values.astype(values.dtype), None
