@@ -35,13 +35,13 @@ from wcse_jax.models.attention import attend
 from wcse_jax.models.presets import Gemma2Config
 from wcse_jax.models.project import project
 
-# The weight projections are matmuls inside a custom_vjp (project.py), which the matmul policies
-# cannot see; they are saved by name instead, so "dots" still saves every matmul's output and
-# "dots_no_batch" the projections (all matmuls without batch dimensions). Both also save the
-# attention's output and row statistics (attention.py), so that its backward pass does not
-# re-run the forward attention.
+# The weight projections (project.py) and the attention core (attention.py) run inside custom_vjps,
+# whose matmuls jax's matmul policies cannot see; "dots" and "dots_no_batch" save them by name
+# instead: every projection's output, and the attention's output and row statistics (so its
+# backward pass does not re-run the forward attention). As the layer pair has no other matmul,
+# the two save the same arrays (both names are kept for configs that use them).
 _SAVE_NAMED = jax.checkpoint_policies.save_only_these_names(project_lib.NAME,
-                                                                   attention_lib.STATS_NAME)
+                                                            attention_lib.STATS_NAME)
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
