@@ -6,8 +6,9 @@ to a large negative logit, softmax, probabilities (in the compute dtype) times v
 residuals are the inputs, the output and two float32 statistics per query row (the row's maximum
 logit and the sum of its exponentials); the backward pass recomputes the probabilities from them
 in one elementwise pass and uses D = rowsum(dO * O) in place of rowsum(P * dP) (equal in exact
-arithmetic), as flash attention does. Left to autodiff, XLA:CPU stored or recomputed the whole
-softmax and wrote the [.., T, S] logit gradient twice, once transposed.
+arithmetic), as flash attention does. Left to autodiff under the model's remat policies, the
+backward pass re-ran the forward softmax, and XLA:CPU wrote a [.., T, S] array a second time,
+transposed, for one of the gradient matmuls.
 
 The output and the statistics are named STATS_NAME, so remat policies that save them (the
 model's "dots" and "dots_no_batch") run the backward pass without re-running the forward
