@@ -7,8 +7,9 @@ Same config, batch and optimizer (AdamW + global-norm clipping) for every conten
   ours    THE train step (weighted_nll objective, float32) on one device, once per remat policy.
           On CPU two of its options pay: 4 microbatches (the same update, tested, with a working
           set that stays in cache: 1.3-1.4x over 1 here) and remat "dots_no_batch" (saving the
-          projections but recomputing the attention-score matmuls keeps the scanned layers' big
-          [B, T, heads, S] residuals out of memory); "none" is shown beside it;
+          projections and the attention's output and row statistics, the attention's backward
+          pass recomputes its probabilities instead of storing [B, heads, T, S] residuals for
+          the scanned layers); "none" is shown beside it;
   gemma   the `gemma` package's gm.nn.Transformer with the equivalent TransformerConfig, in a
           plain jax.jit + optax step (mean next-token cross-entropy);
   torch   Hugging Face transformers' Gemma2ForCausalLM training step on PyTorch CPU, run with

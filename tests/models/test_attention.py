@@ -64,5 +64,4 @@ def test_gradients_against_finite_differences():
   # Independent of the reference: jax's numerical gradient check of the custom rule.
   q, keys, values, mask, _ = _inputs(jnp.float32)
   f = lambda q, keys, values: attend(q, keys, values, mask, SOFTCAP)
-  check_grads(f, (q / 2, keys / 2, values), order=1, modes=["rev"],
-                            atol=1e-2, rtol=1e-2)
+  check_grads(f, (q / 2, keys / 2, values), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
