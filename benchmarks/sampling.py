@@ -344,7 +344,8 @@ def gpu_main(args) -> None:
   config = presets.get_preset(args.gpu_preset)
   model = gemma2.make_model(config, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
   params = gemma2.init_params(model, jax.random.key(0))
-  count, samples, length, new = args.gpu_prompts, args.gpu_samples, args.gpu_prompt_len, args.gpu_new
+  count, samples, length, new = (args.gpu_prompts, args.gpu_samples, args.gpu_prompt_len,
+                                 args.gpu_new)
   prompts = make_prompts(config.vocab_size, count, length)
   sampler = Sampler(model, eos_ids=(config.vocab_size,), cache_length=length + new)
   run = lambda: sampler.sample(params, prompts, samples, new, Temperature(1.0), rng=0)

@@ -3,7 +3,8 @@
 Run by sampling.py under the peer venv's python (torch, transformers, google-tunix; see
 sampling.py's docstring), one process per peer:
 
-    python benchmarks/sampling_peers.py --peer tunix|hf --weights W.npz --presets ... --workloads ...
+    python benchmarks/sampling_peers.py --peer tunix|hf --weights W.npz --presets ... \\
+        --workloads ...
 
 It builds the peer's samplers on the shared weights, prints the list of runs, then answers
 "warmup"/"time" requests (one JSON line each on stdin, one tagged JSON line back) until stdin
@@ -38,10 +39,13 @@ def tunix_peer(config, tree, prompts, samples, new) -> dict[str, Callable[[], in
       attention_types=(kinds.LOCAL_SLIDING, kinds.GLOBAL) * (config.num_layers // 2),
       attn_logits_soft_cap=config.attn_softcap, sliding_window_size=config.sliding_window)
   variables = flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in tree.items()})
+  # Tunix keeps its linen-to-nnx key and value maps private.
+  # pylint: disable=protected-access
   model = tunix_gemma.module_from_linen_variables(
       module_factory=lambda: tunix_gemma.Gemma(model_config, rngs=nnx.Rngs(params=0)),
-      variables=variables, map_key_fn=tunix_gemma._map_linen_var_names,  # pylint: disable=protected-access
-      assign_val_fn=tunix_gemma._assign_linen_params_to_nnx_state)  # pylint: disable=protected-access
+      variables=variables, map_key_fn=tunix_gemma._map_linen_var_names,
+      assign_val_fn=tunix_gemma._assign_linen_params_to_nnx_state)
+  # pylint: enable=protected-access
 
   class IdTokenizer:  # "text" = ids separated by spaces; Tunix adds BOS itself
     def encode(self, text, **_):
@@ -80,7 +84,8 @@ def hf_peer(config, tree, prompts, samples, new) -> dict[str, Callable[[], int]]
       vocab_size=config.vocab_size, hidden_size=config.embed_dim,
       intermediate_size=config.hidden_dim, num_hidden_layers=config.num_layers,
       num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads,
-      head_dim=config.head_dim, query_pre_attn_scalar=config.query_pre_attn_scalar or config.head_dim,
+      head_dim=config.head_dim,
+      query_pre_attn_scalar=config.query_pre_attn_scalar or config.head_dim,
       sliding_window=config.sliding_window, final_logit_softcapping=config.final_softcap,
       attn_logit_softcapping=config.attn_softcap, rope_theta=config.rope_base,
       hidden_activation="gelu_pytorch_tanh", max_position_embeddings=config.max_len,
@@ -99,7 +104,8 @@ def hf_peer(config, tree, prompts, samples, new) -> dict[str, Callable[[], int]]
     if config.transpose_gating:
       gate = gate.transpose(0, 2, 1)
     state.update({
-        p + "self_attn.q_proj.weight": t(get("attn/q_einsum/w").transpose(0, 2, 1).reshape(n * h, d)),
+        p + "self_attn.q_proj.weight":
+            t(get("attn/q_einsum/w").transpose(0, 2, 1).reshape(n * h, d)),
         p + "self_attn.k_proj.weight": t(kv[0].transpose(0, 2, 1).reshape(k * h, d)),
         p + "self_attn.v_proj.weight": t(kv[1].transpose(0, 2, 1).reshape(k * h, d)),
         p + "self_attn.o_proj.weight": t(get("attn/attn_vec_einsum/w").reshape(n * h, d).T),

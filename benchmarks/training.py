@@ -72,10 +72,12 @@ def bench_gemma(cfg, rows, length, steps):
   import optax
   from wcse_jax import reference
   model = reference.transformer(cfg, jnp.float32)
-  tokens = jnp.asarray(np.random.default_rng(0).integers(3, cfg.vocab_size, (rows, length)), jnp.int32)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(3, cfg.vocab_size, (rows, length)),
+                       jnp.int32)
   positions = jnp.broadcast_to(jnp.arange(length), (rows, length))
   mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (rows, length, length))
-  params = jax.jit(model.init)(jax.random.key(0), tokens, positions=positions, attention_mask=mask)["params"]
+  params = jax.jit(model.init)(jax.random.key(0), tokens, positions=positions,
+                               attention_mask=mask)["params"]
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=1e-2))
 
   def loss_fn(p):
@@ -94,10 +96,12 @@ def bench_gemma(cfg, rows, length, steps):
 
 TORCH_PEER = r"""
 import json, sys, time, torch, transformers
-shape, rows, length, steps = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+shape = json.loads(sys.argv[1])
+rows, length, steps = (int(a) for a in sys.argv[2:5])
 torch.manual_seed(0)
 config = transformers.Gemma2Config(
-    vocab_size=shape["vocab_size"], hidden_size=shape["embed_dim"], intermediate_size=shape["hidden_dim"],
+    vocab_size=shape["vocab_size"], hidden_size=shape["embed_dim"],
+    intermediate_size=shape["hidden_dim"],
     num_hidden_layers=shape["num_layers"], num_attention_heads=shape["num_heads"],
     num_key_value_heads=shape["num_kv_heads"], head_dim=shape["head_dim"],
     query_pre_attn_scalar=shape["head_dim"], sliding_window=shape["sliding_window"],
@@ -134,22 +138,29 @@ def bench_torch(cfg, rows, length, steps):
   if run.returncode:
     return None, "failed: " + run.stderr.strip().splitlines()[-1]
   out = json.loads(run.stdout.strip().splitlines()[-1])
-  return out["step_s"], f"torch {out['torch']}, transformers {out['transformers']}, {out['threads']} threads"
+  return out["step_s"], (f"torch {out['torch']}, transformers {out['transformers']}, "
+                         f"{out['threads']} threads")
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gpu", action="store_true", help="Gemma2-2B shapes, bfloat16, ours only")
-  parser.add_argument("--preset", default=None, help="model preset (default tiny; gemma2_2b with --gpu)")
-  parser.add_argument("--rows", type=int, default=None, help="batch rows (default 16; 4 with --gpu)")
-  parser.add_argument("--length", type=int, default=None, help="row length (default 256; 2048 with --gpu)")
+  parser.add_argument("--preset", default=None,
+                      help="model preset (default tiny; gemma2_2b with --gpu)")
+  parser.add_argument("--rows", type=int, default=None,
+                      help="batch rows (default 16; 4 with --gpu)")
+  parser.add_argument("--length", type=int, default=None,
+                      help="row length (default 256; 2048 with --gpu)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps per contender")
   parser.add_argument("--remat", default=None,
-                      help="comma-separated remat policies of ours (default dots_no_batch,none; full with --gpu)")
+                      help="comma-separated remat policies of ours "
+                           "(default dots_no_batch,none; full with --gpu)")
   parser.add_argument("--microbatches", type=int, default=None,
                       help="microbatches of our step (default 4 on CPU, 1 with --gpu)")
   parser.add_argument("--peak-tflops", type=float, default=None,
-                      help="nominal peak TFLOP/s of the device (e.g. 989 for an H100's dense bf16): "
+                      help="nominal peak TFLOP/s of the device "
+                           "(e.g. 989 for an H100's dense bf16): "
                            "also report MFU against it")
   parser.add_argument("--peers", default="gemma,torch", help="comma-separated peers to run on CPU")
   args = parser.parse_args()
@@ -183,7 +194,8 @@ def main():
              for i, remat in enumerate(remats)}
   peers = [] if args.gpu else [p for p in args.peers.split(",") if p]
   if "gemma" in peers:
-    results["gemma"] = (bench_gemma(cfg, rows, length, args.steps), "gm.nn.Transformer, jit + optax")
+    results["gemma"] = (bench_gemma(cfg, rows, length, args.steps),
+                        "gm.nn.Transformer, jit + optax")
   if "torch" in peers:
     results["torch"] = bench_torch(cfg, rows, length, args.steps)
   matmul = max(matmul, measure_matmul_flops(matmul_size, dtype))
@@ -201,10 +213,12 @@ def main():
           f"{r['of_matmul']:>9.1%}  {note}")
   if args.peak_tflops:
     for name, r in table.items():
-      print(f"{name}: MFU {r['gflops'] / (args.peak_tflops * 1e3):.1%} of {args.peak_tflops:g} TFLOP/s")
+      print(f"{name}: MFU {r['gflops'] / (args.peak_tflops * 1e3):.1%} "
+            f"of {args.peak_tflops:g} TFLOP/s")
   for peer in ("gemma", "torch"):
     if peer in table:
-      print(f"ours / {peer} tokens/s: {table['ours']['tokens_per_s'] / table[peer]['tokens_per_s']:.2f}x")
+      print(f"ours / {peer} tokens/s: "
+            f"{table['ours']['tokens_per_s'] / table[peer]['tokens_per_s']:.2f}x")
   print(json.dumps({"preset": preset, "rows": rows, "length": length, "matmul_gflops": matmul / 1e9,
                     "load_average": os.getloadavg()[0], "results": table}))
 

@@ -26,7 +26,8 @@ def wcse_config() -> ml_collections.ConfigDict:
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "arith_chain"  # wcse_jax.data.tasks.known_tasks().
-  c.task.knobs = ml_collections.ConfigDict()  # Task options (paths for real data, sizes for synthetic).
+  # Task options (paths for real data, sizes for synthetic).
+  c.task.knobs = ml_collections.ConfigDict()
 
   c.models = ml_collections.ConfigDict()  # se, wc and the distillation student.
 

@@ -7,7 +7,8 @@
       --config.models.wc.tokenizer=/ckpt/tokenizer.model ...   (same tokenizer for all three)
 
 The data metrics cover both budgets (SE 1 vs WC 3 and 10 vs 30 samples per problem); the variant
-picks the students' data: `low` (trained 600 steps) or `high` (6,000 steps). Budgets per papers.md §1(c). The paper's distillation student is Gemma-7B (v1),
+picks the students' data: `low` (trained 600 steps) or `high` (6,000 steps). Budgets per
+papers.md §1(c). The paper's distillation student is Gemma-7B (v1),
 which this codebase does not implement; the default student here is Gemma2-2B — say so when
 comparing numbers. Test split: the 1,319 GSM8K test problems.
 """

@@ -1,4 +1,5 @@
-"""Every notebook's code runs on CPU with its default (tiny) settings; Colab-only cells are skipped."""
+"""Every notebook's code runs on CPU with its default (tiny) settings; Colab-only cells are
+skipped."""
 import glob
 import json
 import os

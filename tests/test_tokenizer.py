@@ -63,7 +63,8 @@ def test_load_written_model_file(trained, tmp_path):
 def test_load_rejects_non_gemma_special_ids(corpus, tmp_path):
   path = tmp_path / "t5style.model"
   spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_prefix=str(path)[:-6],
-                                 vocab_size=100, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
+                                 vocab_size=100, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                 hard_vocab_limit=False,
                                  minloglevel=2)
   with pytest.raises(ValueError, match=r"special ids \(pad, eos, bos, unk\) are \(0, 1, -1, 2\)"):
     tk.Tokenizer.load(str(path))

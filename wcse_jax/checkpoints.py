@@ -5,7 +5,8 @@ Layouts:
   over layer pairs (layer 2p is local[p], layer 2p+1 is global[p]);
 - "nested": what `gm.nn.Transformer.init` produces: {"embedder", "final_norm", "layer_<i>": block};
 - "flat": the published Flax checkpoints (Kaggle / `gm.ckpts.load_params`): one entry per module,
-  {"transformer/layer_<i>/attn/q_einsum": {"w": ...}, "transformer/layer_<i>/mlp/linear": {"w": ...},
+  {"transformer/layer_<i>/attn/q_einsum": {"w": ...},
+  "transformer/layer_<i>/mlp/linear": {"w": ...},
   "transformer/embedder": {"input_embedding": ...}, ...}.
 
 Loading restores every array straight into the sharding its slice of our tree will have, then

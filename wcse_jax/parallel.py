@@ -35,7 +35,8 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
-def make_mesh(shape: Sequence[int] | Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(shape: Sequence[int] | Mapping[str, int],
+              devices: Sequence[Any] | None = None) -> Mesh:
   """A mesh with axes ("data", "fsdp", "tensor"); one entry may be -1 to take the remainder."""
   if isinstance(shape, Mapping):
     unknown = set(shape) - set(MESH_AXES)
@@ -106,8 +107,10 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, _divisible_spec(spec, x.shape, mesh))
 
 
-def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
-  """NamedShardings for a tree of `nn.LogicallyPartitioned` leaves (e.g. from `jax.eval_shape(init)`)."""
+def logical_shardings(boxed_tree: Any, mesh: Mesh,
+                      rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
+  """NamedShardings for a tree of `nn.LogicallyPartitioned` leaves (e.g. from
+  `jax.eval_shape(init)`)."""
   logical_specs = nn.get_partition_spec(boxed_tree)
   mesh_specs = nn.logical_to_mesh(logical_specs, rules)
   shapes = jax.tree.map(lambda x: x.shape, nn.meta.unbox(boxed_tree))
@@ -147,7 +150,8 @@ def check_rules(boxed_tree: Any, rules: Sequence[tuple[str, Any]] = DEFAULT_RULE
           "replicated_fraction": replicated / max(total, 1)}
 
 
-def batch_sharding(mesh: Mesh, ndim: int, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> NamedSharding:
+def batch_sharding(mesh: Mesh, ndim: int,
+                   rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> NamedSharding:
   """Sharding of a [batch, ...] array: batch over the data axes, the rest replicated."""
   spec = nn.logical_to_mesh_axes(("batch",) + (None,) * (ndim - 1), rules)
   return NamedSharding(mesh, spec)
@@ -165,8 +169,10 @@ def global_batch(local: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFA
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, cpu_collectives: str | None = None) -> None:
-  """`jax.distributed.initialize`, with gloo collectives on CPU (needed for cross-process CPU runs)."""
+                           process_id: int | None = None,
+                           cpu_collectives: str | None = None) -> None:
+  """`jax.distributed.initialize`, with gloo collectives on CPU (needed for cross-process CPU
+  runs)."""
   if cpu_collectives:
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,

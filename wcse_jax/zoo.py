@@ -66,7 +66,8 @@ def sft_examples(task, examples, tokenizer: Tokenizer) -> list[dict]:
   return out
 
 
-def greedy_accuracy(loaded: loading.LoadedModel, mesh, task, examples, max_new_tokens: int) -> float:
+def greedy_accuracy(loaded: loading.LoadedModel, mesh, task, examples,
+                    max_new_tokens: int) -> float:
   """Share of `examples` whose greedy solution has the right final answer."""
   sampler = Sampler(loaded.model, mesh, eos_ids=(loaded.tokenizer.eos_id,),
                     pad_id=loaded.tokenizer.pad_id, cache_length=loaded.config.max_len)

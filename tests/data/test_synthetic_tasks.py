@@ -48,7 +48,8 @@ def test_splits_disjoint_ids_unique_and_references_valid(name):
 def test_test_split_does_not_depend_on_train_size():
   small = ArithChain(num_train=10, num_validation=5, num_test=50)
   large = ArithChain(num_train=500, num_validation=5, num_test=50)
-  assert [e.question for e in small.examples("test")] == [e.question for e in large.examples("test")]
+  assert [e.question for e in small.examples("test")] == [
+      e.question for e in large.examples("test")]
 
 
 def test_arith_chain_format_and_knobs():

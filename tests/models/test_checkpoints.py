@@ -43,8 +43,9 @@ def test_shape_mismatch_names_the_parameter(tmp_path):
   _write_published(tmp_path / "ckpt", presets.get_preset("test", vocab_size=80))
   model = gemma2.make_model(presets.get_preset("test"))
   abstract = nn.meta.unbox(gemma2.abstract_params(model))
-  with pytest.raises(ValueError, match=r"transformer/embedder/input_embedding has shape \(80, 32\), "
-                                       r"the model expects \(64, 32\)"):
+  with pytest.raises(ValueError,
+                     match=r"transformer/embedder/input_embedding has shape \(80, 32\), "
+                           r"the model expects \(64, 32\)"):
     checkpoints.load_gemma(tmp_path / "ckpt", abstract)
 
 
@@ -80,6 +81,7 @@ def test_orbax_roundtrip_of_our_tree_into_shardings(tmp_path):
     np.testing.assert_array_equal(a, b)
   emb = restored["embedder"]["input_embedding"]
   assert emb.sharding == shardings["embedder"]["input_embedding"]
-  wrong = nn.meta.unbox(gemma2.abstract_params(gemma2.make_model(presets.get_preset("test", hidden_dim=32))))
+  wrong = nn.meta.unbox(gemma2.abstract_params(
+      gemma2.make_model(presets.get_preset("test", hidden_dim=32))))
   with pytest.raises(ValueError, match="mlp/gating_einsum has shape"):
     checkpoints.restore(tmp_path / "ours", wrong)

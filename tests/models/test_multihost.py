@@ -29,7 +29,8 @@ _WORKER = textwrap.dedent("""
     local = tokens[pid * 2:(pid + 1) * 2]  # each process feeds its own rows
     batch = parallel.global_batch({"tokens": local}, mesh)
     with parallel.activate(mesh):
-      f = jax.jit(lambda p, t: gemma2.forward(model, p, t, gemma2.default_positions(t)).logits.sum(-1),
+      f = jax.jit(lambda p, t: gemma2.forward(model, p, t, gemma2.default_positions(t))
+                  .logits.sum(-1),
                   out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
       summed = f(params, batch["tokens"])
     json.dump(np.asarray(summed).tolist(), open(out, "w"))
@@ -47,7 +48,8 @@ def test_two_processes_agree_with_one(tmp_path):
   script.write_text(_WORKER)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
   port = _free_port()
-  procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i), str(tmp_path / f"{i}.json")],
+  procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i),
+                             str(tmp_path / f"{i}.json")],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   for p in procs:

@@ -1,4 +1,5 @@
-"""Presets carry the published Gemma 2 shapes; checked against the `gemma` package, nothing allocated."""
+"""Presets carry the published Gemma 2 shapes; checked against the `gemma` package, nothing
+allocated."""
 import jax
 import jax.numpy as jnp
 import pytest

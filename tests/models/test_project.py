@@ -1,4 +1,5 @@
-"""project(): the einsum it stands for, forward and backward, for every projection the model uses."""
+"""project(): the einsum it stands for, forward and backward, for every projection the model
+uses."""
 import jax
 import jax.numpy as jnp
 import numpy as np

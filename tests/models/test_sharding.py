@@ -28,19 +28,23 @@ def test_mesh_222_matches_one_device():
   positions = gemma2.default_positions(tokens)
 
   one = parallel.make_mesh((1, 1, 1), devices=jax.devices()[:1])
-  params_one = gemma2.init_params(model, jax.random.key(0), parallel.logical_shardings(abstract, one))
+  params_one = gemma2.init_params(model, jax.random.key(0),
+                                  parallel.logical_shardings(abstract, one))
   with parallel.activate(one):
-    loss_one, grad_one = jax.jit(jax.value_and_grad(lambda p: _loss(model, p, tokens, positions)))(params_one)
+    loss_one, grad_one = jax.jit(jax.value_and_grad(
+        lambda p: _loss(model, p, tokens, positions)))(params_one)
     logits_one = jax.jit(lambda p: gemma2.forward(model, p, tokens, positions).logits)(params_one)
 
   mesh = parallel.make_mesh((2, 2, 2))
   shardings = parallel.logical_shardings(abstract, mesh)
   params = jax.device_put(params_one, shardings)
-  batch = parallel.global_batch({"tokens": np.asarray(tokens), "positions": np.asarray(positions)}, mesh)
+  batch = parallel.global_batch(
+      {"tokens": np.asarray(tokens), "positions": np.asarray(positions)}, mesh)
   with parallel.activate(mesh):
     loss, grad = jax.jit(jax.value_and_grad(
         lambda p, b: _loss(model, p, b["tokens"], b["positions"])))(params, batch)
-    logits = jax.jit(lambda p, b: gemma2.forward(model, p, b["tokens"], b["positions"]).logits)(params, batch)
+    logits = jax.jit(
+        lambda p, b: gemma2.forward(model, p, b["tokens"], b["positions"]).logits)(params, batch)
 
   np.testing.assert_allclose(logits, logits_one, atol=1e-5)
   np.testing.assert_allclose(loss, loss_one, atol=1e-5)
@@ -75,7 +79,8 @@ def test_activation_constraints_are_live_on_cpu():
   tokens = jnp.ones((8, 4), jnp.int32)
   mesh = parallel.make_mesh((2, 2, 2))
   with parallel.activate(mesh):
-    hlo = jax.jit(lambda p: gemma2.forward(model, p, tokens, gemma2.default_positions(tokens)).logits
+    hlo = jax.jit(lambda p: gemma2.forward(model, p, tokens,
+                                           gemma2.default_positions(tokens)).logits
                   ).lower(params).as_text()
   assert hlo.count("sharding_constraint") >= 5
 

@@ -15,7 +15,8 @@ NEVER = 64  # the vocabulary size: an end id no row can produce
 
 # Lengths 3..11 share the 16 bucket (left padding differs per row); the window is 4, so 24 new
 # tokens run far past it on the local layers' ring buffers.
-PROMPTS = [[2, 5, 9, 11, 4, 7, 30, 31, 8, 12, 40], [2, 17, 3], [2, 44, 45, 46, 47, 48], [2, 9, 9, 9]]
+PROMPTS = [[2, 5, 9, 11, 4, 7, 30, 31, 8, 12, 40], [2, 17, 3], [2, 44, 45, 46, 47, 48],
+           [2, 9, 9, 9]]
 NEW = 24
 
 

@@ -39,7 +39,8 @@ def main(workdir, num_steps, delay):
       time.sleep(delay)
       yield batch
 
-  loop.train(step, lambda: train_state.create_train_state(obj, opt, shardings, rng=jax.random.key(0)),
+  loop.train(step,
+             lambda: train_state.create_train_state(obj, opt, shardings, rng=jax.random.key(0)),
              train_state.abstract_train_state(obj, opt, shardings), batches, num_steps=num_steps,
              workdir=workdir, save_every=3, log_every=1, progress=False,
              eval_fn=lambda state: {"step_parity": float(int(state.step) % 2)}, eval_every=4,

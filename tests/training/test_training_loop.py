@@ -31,7 +31,8 @@ def final_losses(workdir):
 
 
 def finished_checkpoints(workdir):
-  return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
+  return sorted(int(os.path.basename(p))
+                for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
                 if os.path.basename(p).isdigit())
 
 
@@ -60,7 +61,8 @@ def test_killed_run_resumes_to_the_uninterrupted_losses(tmp_path):
   assert [(r["step"], r["eval/step_parity"]) for r in records if "eval/step_parity" in r] == [
       (4, 0.0), (8, 0.0), (12, 0.0)]
   perf = [r for r in records if "perf/mfu" in r]
-  assert len(perf) == STEPS - 1 and all(r["perf/mfu"] > 0 and r["perf/tokens_per_s"] > 0 for r in perf)
+  assert len(perf) == STEPS - 1 and all(r["perf/mfu"] > 0 and r["perf/tokens_per_s"] > 0
+                                        for r in perf)
 
 
 def test_packed_batches_are_fixed_shape_segments():
@@ -96,7 +98,8 @@ def test_metric_writer_writes_jsonl_and_tensorboard_events(tmp_path):
       {"step": 3, "train/loss": 1.5, "perf/mfu": 0.25}]
   from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
   from tensorboard.compat.proto import event_pb2
-  events = [event_pb2.Event.FromString(raw) for path in glob.glob(str(tmp_path / "events.out.tfevents.*"))
+  events = [event_pb2.Event.FromString(raw)
+            for path in glob.glob(str(tmp_path / "events.out.tfevents.*"))
             for raw in RawEventFileLoader(path).Load()]
   events = [e for e in events if e.HasField("summary")]
   values = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value}
@@ -115,7 +118,8 @@ def test_train_flops_counts_each_real_token_at_its_own_context():
 def test_core_imports_and_writes_metrics_without_tensorflow_seqio_or_gemma(tmp_path):
   code = (
       "import sys\n"
-      "from wcse_jax.training import batching, checkpointing, flops, loop, objectives, optim, state, step\n"
+      "from wcse_jax.training import batching, checkpointing, flops, loop, objectives, optim, "
+      "state, step\n"
       "from wcse_jax.models import heads\n"
       "from wcse_jax.training.metrics import MetricWriter\n"
       f"w = MetricWriter({str(tmp_path)!r}); w.write(1, {{'x': 1.0}}); w.close()\n"

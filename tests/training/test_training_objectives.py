@@ -16,7 +16,8 @@ RNG = jax.random.key(0)
 
 def np_log_softmax(x):
   x = np.asarray(x, np.float64)
-  return x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
+  return (x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+          - x.max(-1, keepdims=True))
 
 
 # ---------------------------------------------------------------- weighted NLL
@@ -43,7 +44,8 @@ def test_weighted_nll_hand_example_loss_and_grad():
   assert float(out.weight) == 2.0  # the count of weighted tokens, not the signed sum 1.0
   np.testing.assert_allclose(out.metrics["nll"][0], -(lp[0, 1] + lp[1, 0]), rtol=1e-6)
   np.testing.assert_allclose(out.metrics["accuracy"][0], 1.0)  # token 0 is its row's argmax
-  grad = jax.grad(lambda l: weighted_nll.weighted_nll_from_logits(l, targets, weights).total)(logits)
+  grad = jax.grad(
+      lambda l: weighted_nll.weighted_nll_from_logits(l, targets, weights).total)(logits)
   softmax, onehot = np.exp(lp), np.eye(3)[[1, 0, 2]]
   np.testing.assert_allclose(grad[0], np.asarray(weights[0])[:, None] * (softmax - onehot),
                              rtol=1e-5, atol=1e-7)
@@ -69,7 +71,8 @@ def test_weighted_nll_on_model_matches_numpy_and_finite_differences(model, model
   assert float(out.weight) == count
   grads = jax.jit(jax.grad(total_of))(params)
   direction = random_direction(params)
-  analytic = sum(float((g * d).sum()) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+  analytic = sum(float((g * d).sum())
+                 for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
   numeric = directional_fd(total_of, params, direction)
   np.testing.assert_allclose(analytic, numeric, rtol=2e-2)
 
@@ -121,7 +124,8 @@ def test_balanced_bce_on_model_matches_numpy_and_gradient(model, model_params):
   grad = jax.jit(jax.grad(lambda p: obj.loss(p, batch, RNG).total))(params)
   w = np.asarray(batch["example_weight"])
   # d total / d kernel = sum_i w_i (σ(x_i) - y_i) h_i ; d / d bias = sum_i w_i (σ(x_i) - y_i)
-  np.testing.assert_allclose(grad["head"]["dense"]["kernel"][:, 0], (w * (r - y)) @ h, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(grad["head"]["dense"]["kernel"][:, 0], (w * (r - y)) @ h,
+                             rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(grad["head"]["dense"]["bias"][0], (w * (r - y)).sum(), rtol=1e-5)
   direction = random_direction(params["model"])
   f = jax.jit(lambda m: obj.loss({"model": m, "head": params["head"]}, batch, RNG).total)
@@ -162,7 +166,8 @@ def test_hl_gauss_loss_and_gradient(model, model_params):
   per = -(p * lp).sum(-1) + 1e-3 * log_z ** 2
   np.testing.assert_allclose(out.total, (w * per).sum(), rtol=1e-5)
   assert float(out.weight) == 3.0
-  grad = jax.jit(jax.grad(lambda p_: obj.loss(p_, batch, RNG).total))(params)["head"]["dense"]["bias"]
+  grad = jax.jit(jax.grad(
+      lambda p_: obj.loss(p_, batch, RNG).total))(params)["head"]["dense"]["bias"]
   softmax = np.exp(lp)
   # d/dlogits of CE is softmax - p; of z * logZ^2 it is 2 z logZ softmax.
   expected = (w[:, None] * (softmax - p + 2e-3 * log_z[:, None] * softmax)).sum(0)
@@ -185,7 +190,8 @@ def test_dpo_hand_example_loss_and_grad():
   np.testing.assert_allclose(out.total, np.log1p(np.exp(-m)).sum(), rtol=1e-6)
   assert float(out.weight) == 2.0
   np.testing.assert_allclose(out.metrics["accuracy"][0], 1.0)  # margin 0 is not a win
-  gp, gr = jax.grad(lambda p, r: dpo.dpo_from_logprobs(p, r, beta, valid).total, (0, 1))(policy, reference)
+  gp, gr = jax.grad(lambda p, r: dpo.dpo_from_logprobs(p, r, beta, valid).total,
+                    (0, 1))(policy, reference)
   s = 1 / (1 + np.exp(m))  # σ(-m)
   np.testing.assert_allclose(gp[:2], np.stack([-beta * s, beta * s], -1), rtol=1e-6)
   np.testing.assert_allclose(gp[2], [0, 0])
@@ -196,7 +202,8 @@ def _pair_batch(rows, length):
   b = nll_batch(2 * rows, length, seed=5)
   mask = (b["loss_weight"] != 0).astype(np.float32)
   shape = lambda x: x.reshape(rows, 2, length)
-  return {"tokens": shape(b["tokens"]), "positions": shape(b["positions"]), "loss_mask": shape(mask)}
+  return {"tokens": shape(b["tokens"]), "positions": shape(b["positions"]),
+          "loss_mask": shape(mask)}
 
 
 def test_dpo_on_model(model, model_params):

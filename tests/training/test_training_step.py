@@ -30,7 +30,8 @@ class CountingObjective:
     return self.inner.loss(params, batch, rng)
 
 
-def setup(model, mesh, objective="weighted_nll", microbatches=1, params=None, frozen=None, **options):
+def setup(model, mesh, objective="weighted_nll", microbatches=1, params=None, frozen=None,
+          **options):
   obj = objectives.make_objective(objective, model, **options)
   opt = optim.make_optimizer(OPT)
   shardings = train_state.state_shardings(obj, opt, mesh)
@@ -113,7 +114,8 @@ def test_one_and_eight_devices_agree(model):
   for a, b in zip(out[0][:2], out[1][:2]):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), out[0][2], out[1][2])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               out[0][2], out[1][2])
 
 
 def test_microbatch_rows_must_divide_the_data_devices(model):
@@ -168,7 +170,8 @@ def test_scalar_head_step_initialises_and_trains_the_head(model, model_params):
     state, metrics = step(state, batch)
     losses.append(float(metrics["loss"]))
   assert losses[-1] < losses[0]
-  assert not np.allclose(head0["dense"]["kernel"], jax.device_get(state.params["head"])["dense"]["kernel"])
+  assert not np.allclose(head0["dense"]["kernel"],
+                         jax.device_get(state.params["head"])["dense"]["kernel"])
 
 
 def test_create_train_state_errors_name_the_trees(model):

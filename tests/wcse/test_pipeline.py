@@ -109,7 +109,8 @@ def test_rerun_skips_finished_stages(run):
   before = {s: json.load(open(os.path.join(workdir, s, "MANIFEST.json")))["build_id"]
             for s in ("zoo", "sample", "grade", "finetune", "report")}
   _run(workdir)
-  after = {s: json.load(open(os.path.join(workdir, s, "MANIFEST.json")))["build_id"] for s in before}
+  after = {s: json.load(open(os.path.join(workdir, s, "MANIFEST.json")))["build_id"]
+           for s in before}
   assert before == after
 
 

@@ -1,4 +1,5 @@
-"""Sample-record shards (DESIGN section 7): one JSON object per (problem, sample), gzipped JSON lines.
+"""Sample-record shards (DESIGN section 7): one JSON object per (problem, sample), gzipped JSON
+lines.
 
 Record fields: `problem_id` and `sample_index` are required (together the record's key); the
 sampler and the grader add the rest (model, prompt, text, tokens, logprobs, finish_reason, flops;

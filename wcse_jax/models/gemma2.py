@@ -274,8 +274,9 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, positions, segment_ids, kv, kv_pos, index):
     norm = lambda name: RMSNorm(self.param_dtype, name=name)
-    attn_out, new_kv = Attention(self.config, self.local, self.dtype, self.param_dtype, name="attn")(
-        norm("pre_attention_norm")(x), positions, segment_ids, kv, kv_pos, index)
+    attention = Attention(self.config, self.local, self.dtype, self.param_dtype, name="attn")
+    attn_out, new_kv = attention(norm("pre_attention_norm")(x), positions, segment_ids, kv,
+                                 kv_pos, index)
     x = x + norm("post_attention_norm")(attn_out)
     mlp_out = FeedForward(self.config, self.dtype, self.param_dtype, name="mlp")(
         norm("pre_ffw_norm")(x))
@@ -324,7 +325,8 @@ class Gemma2(nn.Module):
   remat_policy: str = "none"
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, positions: jax.Array, *, segment_ids: jax.Array | None = None,
+  def __call__(self, tokens: jax.Array, positions: jax.Array, *,
+               segment_ids: jax.Array | None = None,
                cache: Cache | None = None, return_hidden: bool = False) -> Output:
     """Runs the decoder.
 
@@ -338,7 +340,8 @@ class Gemma2(nn.Module):
     """
     cfg = self.config
     if cfg.num_layers % 2:
-      raise ValueError(f"{cfg.name}: num_layers must be even (local, global pairs), got {cfg.num_layers}")
+      raise ValueError(f"{cfg.name}: num_layers must be even (local, global pairs), "
+                       f"got {cfg.num_layers}")
     if cache is not None and segment_ids is not None:
       raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
     if self.remat_policy not in REMAT_POLICIES:
@@ -393,7 +396,8 @@ class _Embedding(nn.Module):
   def setup(self):
     cfg = self.config
     self.input_embedding = _param(self, "input_embedding", (cfg.vocab_size, cfg.embed_dim),
-                                  ("vocab", "embed"), nn.initializers.normal(0.02), self.param_dtype)
+                                  ("vocab", "embed"), nn.initializers.normal(0.02),
+                                  self.param_dtype)
 
   def encode(self, tokens: jax.Array) -> jax.Array:
     x = jnp.take(self.input_embedding, tokens, axis=0)
@@ -425,7 +429,8 @@ def init_params(model: Gemma2, rng: jax.Array, shardings: Any = None) -> Any:
   return init(rng)
 
 
-def forward(model: Gemma2, params: Any, tokens: jax.Array, positions: jax.Array, **kwargs) -> Output:
+def forward(model: Gemma2, params: Any, tokens: jax.Array, positions: jax.Array,
+            **kwargs) -> Output:
   return model.apply({"params": params}, tokens, positions, **kwargs)
 
 
@@ -435,5 +440,5 @@ def default_positions(tokens: jax.Array, pad_id: int = 0) -> jax.Array:
   return jnp.where(valid, jnp.cumsum(valid, axis=-1) - 1, -1).astype(jnp.int32)
 
 
-__all__ = ["Gemma2", "Cache", "Output", "init_cache", "make_model", "abstract_params", "init_params",
-           "forward", "default_positions", "apply_rope", "REMAT_POLICIES"]
+__all__ = ["Gemma2", "Cache", "Output", "init_cache", "make_model", "abstract_params",
+           "init_params", "forward", "default_positions", "apply_rope", "REMAT_POLICIES"]

@@ -136,7 +136,8 @@ def _choose_and_record(s: _State, logits: jax.Array, chooser: Chooser, stop_tabl
   logprob = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=-1)[:, 0]
   running = ~s.done
   column = (0, s.step)
-  tokens = jax.lax.dynamic_update_slice(s.tokens, jnp.where(running, token, pad_id)[:, None], column)
+  tokens = jax.lax.dynamic_update_slice(s.tokens, jnp.where(running, token, pad_id)[:, None],
+                                        column)
   logprobs = jax.lax.dynamic_update_slice(s.logprobs, jnp.where(running, logprob, 0.0)[:, None],
                                           column)
   if stop_table is None:
@@ -221,7 +222,8 @@ def _key_data(rng: int | jax.Array) -> np.ndarray:
   if isinstance(rng, (int, np.integer)):
     rng = jax.random.key(int(rng))
   elif not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
-    raise ValueError(f"rng must be an int seed or a typed key (jax.random.key), got dtype {rng.dtype}")
+    raise ValueError("rng must be an int seed or a typed key (jax.random.key), "
+                     f"got dtype {rng.dtype}")
   return np.asarray(jax.random.key_data(rng))
 
 

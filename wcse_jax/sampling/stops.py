@@ -103,11 +103,13 @@ class StopMatcher:
         raise ValueError("stop token sequences must not be empty")
       bad = [t for t in s if not 0 <= t < vocab_size]
       if bad:
-        raise ValueError(f"stop token sequence {s} has ids {bad} outside the vocabulary [0, {vocab_size})")
+        raise ValueError(f"stop token sequence {s} has ids {bad} outside the vocabulary "
+                         f"[0, {vocab_size})")
     automaton = _Automaton(sequences)
     table = np.zeros((_pow2(automaton.num_states), vocab_size), np.int32)
     for t in {t for s in sequences for t in s}:
-      table[:automaton.num_states, t] = [automaton.run(q, (t,)) for q in range(automaton.num_states)]
+      table[:automaton.num_states, t] = [automaton.run(q, (t,))
+                                         for q in range(automaton.num_states)]
     return cls(table, sequences)
 
   @classmethod

@@ -16,7 +16,8 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 
-def completion_example(prompt: Sequence[int], completion: Sequence[int], weight: float = 1.0) -> dict:
+def completion_example(prompt: Sequence[int], completion: Sequence[int],
+                       weight: float = 1.0) -> dict:
   """Tokens prompt + completion with `weight` on every completion token and 0 on the prompt."""
   tokens = np.concatenate([np.asarray(prompt, np.int32), np.asarray(completion, np.int32)])
   loss_weight = np.zeros(len(tokens), np.float32)
@@ -44,7 +45,8 @@ def _empty(rows: int, length: int, packed: bool) -> dict[str, np.ndarray]:
   return batch
 
 
-def pad_rows(examples: Sequence[Mapping], length: int, rows: int | None = None) -> dict[str, np.ndarray]:
+def pad_rows(examples: Sequence[Mapping], length: int,
+             rows: int | None = None) -> dict[str, np.ndarray]:
   """One example per row, right-padded to `length`; `rows` (>= len(examples)) adds empty rows."""
   rows = len(examples) if rows is None else rows
   if rows < len(examples):
@@ -58,7 +60,8 @@ def pad_rows(examples: Sequence[Mapping], length: int, rows: int | None = None) 
   return batch
 
 
-def batches(examples: Iterable[Mapping], rows: int, length: int, *, pack: bool = True) -> Iterator[dict]:
+def batches(examples: Iterable[Mapping], rows: int, length: int, *,
+            pack: bool = True) -> Iterator[dict]:
   """A stream of [rows, length] batches, packed (first fit within the batch) or padded."""
   if not pack:
     chunk = []

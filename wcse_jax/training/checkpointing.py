@@ -27,14 +27,16 @@ def checkpoint_manager(directory: str, *, max_to_keep: int = 3, save_every: int 
                                item_names=("state", "data"))
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: TrainState, *, force: bool = False) -> bool:
+def save(manager: ocp.CheckpointManager, step: int, state: TrainState, *,
+         force: bool = False) -> bool:
   """Saves `state` (whose step is `step`, passed in so nothing waits for the device) if the
   step is due or `force`; returns whether a save started."""
   return manager.save(step, force=force, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), data=ocp.args.JsonSave({"next_batch": step})))
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state: TrainState) -> tuple[TrainState, int] | None:
+def restore_latest(manager: ocp.CheckpointManager,
+                   abstract_state: TrainState) -> tuple[TrainState, int] | None:
   """(state, next_batch) from the newest complete checkpoint, restored straight into the
   shardings of `abstract_state` (`state.abstract_train_state`); None when there is none."""
   step = manager.latest_step()

@@ -42,8 +42,9 @@ class MetricWriter:
     if self._events is not None:
       from tensorboard.compat.proto import event_pb2, summary_pb2
       values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
-      self._events.write(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                         summary=summary_pb2.Summary(value=values)).SerializeToString())
+      self._events.write(event_pb2.Event(
+          wall_time=time.time(), step=int(step),
+          summary=summary_pb2.Summary(value=values)).SerializeToString())
       self._events.flush()
 
   def close(self) -> None:

@@ -35,7 +35,8 @@ def stream(examples: Sequence[Mapping], rows: int, length: int, seed: int) -> It
 def finetune(model: gemma2.Gemma2, params: Any | None, examples: Sequence[Mapping], *, mesh,
              workdir: str, steps: int, rows: int, length: int, optimizer: optim.OptimizerConfig,
              seed: int = 0, microbatches: int = 1, save_every: int | None = None,
-             select: Callable[[Any], float] | None = None, progress: bool = True) -> tuple[Any, dict]:
+             select: Callable[[Any], float] | None = None,
+             progress: bool = True) -> tuple[Any, dict]:
   """Trains `model` on examples (`batching.completion_example` dicts) for `steps` steps.
 
   params: starting weights, or None to train from scratch (initialised from `seed`).

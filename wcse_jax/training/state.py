@@ -43,7 +43,8 @@ def state_shardings(objective: Objective, optimizer: optax.GradientTransformatio
 
 def create_train_state(objective: Objective, optimizer: optax.GradientTransformation,
                        shardings: TrainState, params: dict[str, Any] | None = None,
-                       frozen: dict[str, Any] | None = None, rng: jax.Array | None = None) -> TrainState:
+                       frozen: dict[str, Any] | None = None,
+                       rng: jax.Array | None = None) -> TrainState:
   """A step-0 state placed on `shardings`.
 
   params: the trainable trees (e.g. {"model": restored checkpoint}); entries missing from it are

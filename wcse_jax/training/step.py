@@ -28,6 +28,7 @@ from wcse_jax.training.objectives import Objective, check_batch
 from wcse_jax.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
+StepFn = Callable[[TrainState, Any], tuple[TrainState, Metrics]]
 
 
 def split_microbatches(batch: Mapping[str, jax.Array], microbatches: int, data_axes: Any,
@@ -48,7 +49,7 @@ def split_microbatches(batch: Mapping[str, jax.Array], microbatches: int, data_a
 def make_train_step(objective: Objective, optimizer: optax.GradientTransformation,
                     microbatches: int, shardings: TrainState, *,
                     schedule: optax.Schedule | None = None, seed: int = 0,
-                    rules=parallel.DEFAULT_RULES) -> Callable[[TrainState, Any], tuple[TrainState, Metrics]]:
+                    rules=parallel.DEFAULT_RULES) -> StepFn:
   """The jitted step for `objective` (whose model it came with; see the module docstring).
 
   shardings: the TrainState's shardings (`state.state_shardings`), which also fix the mesh.

@@ -127,7 +127,8 @@ def grade(ctx) -> dict[str, Any]:
     _export_for_rating(ctx.out, cfg, summary)
   with open(os.path.join(ctx.out, "metrics.json"), "w") as f:
     json.dump(summary, f, indent=1)
-  return {role: {"records": summary[role]["records"], "fpr": summary[role]["fpr"]} for role in ROLES}
+  return {role: {"records": summary[role]["records"], "fpr": summary[role]["fpr"]}
+          for role in ROLES}
 
 
 def _judge(cfg, ctx, by_id):
@@ -194,7 +195,8 @@ def _evaluate(loaded, mesh, cfg, task, examples, root: str, rel: str) -> dict[st
   Returns label -> graded folder, relative to `root` (the stage folder is renamed when done).
   """
   ev = cfg.finetune.eval
-  runs = {"greedy": (1, Greedy()), f"T={ev.temperature:g}": (ev.num_samples, Temperature(ev.temperature))}
+  runs = {"greedy": (1, Greedy()),
+          f"T={ev.temperature:g}": (ev.num_samples, Temperature(ev.temperature))}
   out = {}
   for label, (n, chooser) in runs.items():
     raw, graded = (os.path.join(root, rel, label, "raw"), os.path.join(root, rel, label, "graded"))
@@ -228,7 +230,8 @@ def finetune(ctx) -> dict[str, Any]:
       folder = os.path.join(ctx.out, run)
       student = loading.load(student_spec, mesh)
       data_model = cfg.models[source].name
-      examples = training_examples(os.path.join(graded, source), plan.samples(data_model, ft.budget),
+      examples = training_examples(os.path.join(graded, source),
+                                   plan.samples(data_model, ft.budget),
                                    student.tokenizer, task, by_id)
       if not examples:
         # Nothing to learn from (no answer-correct sample at this budget): say so in runs.json,
@@ -261,7 +264,8 @@ def report(ctx) -> dict[str, Any]:
   cfg = ctx.config
   plan = _plan(cfg)
   graded = ctx.input("grade")
-  data_files = [p for role in ROLES for p in records.shard_paths(os.path.join(graded, role), "graded")]
+  data_files = [p for role in ROLES
+                for p in records.shard_paths(os.path.join(graded, role), "graded")]
   eval_files = {}
   if "finetune" in cfg.stages:
     base = ctx.input("finetune")

@@ -31,7 +31,8 @@ class Objective(Protocol):
   name: str
   batch_fields: tuple[str, ...]
 
-  def loss(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array], rng: jax.Array) -> LossOut: ...
+  def loss(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
+           rng: jax.Array) -> LossOut: ...
 
   def abstract_params(self) -> dict[str, Any]:
     """Boxed (logically partitioned) abstract trees of the trainable parameters."""

@@ -65,11 +65,13 @@ class DPO:
     if not self.beta > 0:
       raise ValueError(f"dpo: beta must be > 0, got {self.beta}")
 
-  def loss(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array], rng: jax.Array) -> LossOut:
+  def loss(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
+           rng: jax.Array) -> LossOut:
     del rng  # deterministic
     tokens, positions, mask = batch["tokens"], batch["positions"], batch["loss_mask"]
     if tokens.ndim != 3 or tokens.shape[1] != 2:
-      raise ValueError(f"dpo: batch['tokens'] must be [B, 2, L] (chosen, rejected), got {tokens.shape}")
+      raise ValueError("dpo: batch['tokens'] must be [B, 2, L] (chosen, rejected), "
+                       f"got {tokens.shape}")
     b, _, length = tokens.shape
     # Chosen and rejected rows go through one forward pass of 2B rows.
     flat = lambda x: x.reshape(2 * b, length)

@@ -112,7 +112,8 @@ class ScalarHeadObjective:
     hidden = jnp.take_along_axis(out.hidden, index[:, None, None], axis=1)[:, 0]
     return self.head.apply({"params": params["head"]}, hidden)
 
-  def loss(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array], rng: jax.Array) -> LossOut:
+  def loss(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
+           rng: jax.Array) -> LossOut:
     del rng  # deterministic
     logits = self.head_logits(params, batch)
     target = batch["target"].astype(jnp.float32)

@@ -78,7 +78,8 @@ class WeightedNLL:
   name: ClassVar[str] = "weighted_nll"
   batch_fields: ClassVar[tuple[str, ...]] = ("tokens", "positions", "loss_weight")
 
-  def loss(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array], rng: jax.Array) -> LossOut:
+  def loss(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
+           rng: jax.Array) -> LossOut:
     del rng  # deterministic: the model has no dropout
     segment_ids = batch.get("segment_ids")
     out = gemma2.forward(self.model, params["model"], batch["tokens"], batch["positions"],
