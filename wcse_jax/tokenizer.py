@@ -1,5 +1,4 @@
-"""SentencePiece tokenizer: Gemma's `tokenizer.model`, or a small one trained for the embedded
-tasks.
+"""SentencePiece tokenizer: Gemma's `tokenizer.model`, or a small one trained on the embedded tasks.
 
 Both keep Gemma's special-token ids: pad=0, eos=1, bos=2, unk=3. A trained model also has
 `<start_of_turn>` and `<end_of_turn>` as user-defined symbols (ids 4 and 5; in Gemma they are

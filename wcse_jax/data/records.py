@@ -1,5 +1,4 @@
-"""Sample-record shards (DESIGN section 7): one JSON object per (problem, sample), gzipped JSON
-lines.
+"""Sample-record shards (DESIGN section 7): gzipped JSON lines, one object per (problem, sample).
 
 Record fields: `problem_id` and `sample_index` are required (together the record's key); the
 sampler and the grader add the rest (model, prompt, text, tokens, logprobs, finish_reason, flops;

@@ -131,7 +131,7 @@ def _become(uid):
   os.setuid(uid)
   data = (_CapData * 2)()
   data[0].effective = data[0].permitted = data[0].inheritable = 1 << CAP_DAC_READ_SEARCH
-  # _LINUX_CAPABILITY_VERSION_3
+  # 0x20080522: _LINUX_CAPABILITY_VERSION_3.
   if _libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data) != 0:
     raise OSError(ctypes.get_errno(), "capset")
   _libc.prctl(PR_CAP_AMBIENT, 2, CAP_DAC_READ_SEARCH, 0, 0)  # PR_CAP_AMBIENT_RAISE
