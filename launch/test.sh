@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on 8 simulated CPU devices (tests/conftest.py sets the XLA flag).
+# Runs the test suite on 8 simulated CPU devices (tests/conftest.py sets the XLA flag): all of
+# tests/ (pyproject's testpaths) unless paths are given, e.g. `bash launch/test.sh tests/models -x`.
 source "$(dirname "$0")/_env.sh"
-python -m pytest -n "${WCSE_TEST_WORKERS:-2}" tests "$@"
+python -m pytest -n "${WCSE_TEST_WORKERS:-2}" "$@"
