@@ -1,6 +1,6 @@
 """Sampling throughput: wcse_jax's sampler against the reference samplers, on the same weights.
 
-    source .venv/bin/activate && python benchmarks/sampling.py
+    bash launch/bench.sh sampling        # = python benchmarks/sampling.py in the venv
 
 runs the CPU comparison (about 10 minutes on a 2-core CPU): the "tiny" and "small" presets, two
 workloads each, *few-shot* (8 prompts of 256 tokens, 16 samples each, 64 new tokens) and *short*

@@ -1,6 +1,6 @@
 """Training-step throughput: our step vs two peers, and as a fraction of a large matmul's FLOP/s.
 
-  python benchmarks/training.py            # 2-core CPU: "tiny" preset, batch 16 x 256, float32
+  bash launch/bench.sh training            # 2-core CPU: "tiny" preset, batch 16 x 256, float32
   python benchmarks/training.py --gpu      # MFU of Gemma2-2B shapes in bfloat16 (ours only)
 
 Same config, batch and optimizer (AdamW + global-norm clipping) for every contender:
@@ -15,6 +15,8 @@ Same config, batch and optimizer (AdamW + global-norm clipping) for every conten
   torch   Hugging Face transformers' Gemma2ForCausalLM training step on PyTorch CPU, run with
           the separate venv /tmp/benchvenv (torch==2.13.0 CPU, transformers); skipped, with the
           reason printed, when that venv is missing.
+On CPU, run it through the launcher (or with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 set, which is
+what it adds: launch/_malloc.sh); the header prints the GLIBC_TUNABLES it ran with.
 FLOPs per step = 3 x forward FLOPs of every token at its own context (training/flops.py); the
 achieved rate is divided by a float32 [4096, 4096] matmul's rate measured in the same run.
 --gpu needs neither tensorflow, seqio nor the gemma package.
@@ -187,7 +189,7 @@ def main():
   print(f"{time.strftime('%Y-%m-%d')}  device: {device.device_kind} ({device.platform}), "
         f"{os.cpu_count()} CPU cores; preset {preset}, batch {rows} x {length}, "
         f"{dtype_name}; {step_flops / 1e9:.2f} GFLOP per step; load average "
-        f"{os.getloadavg()[0]:.1f}")
+        f"{os.getloadavg()[0]:.1f}; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
   results = {("ours" if i == 0 else f"ours[{remat}]"):
              (bench_ours(cfg, rows, length, args.steps, dtype, remat, microbatches),
               f"remat {remat}, {microbatches} microbatches")
@@ -220,7 +222,8 @@ def main():
       print(f"ours / {peer} tokens/s: "
             f"{table['ours']['tokens_per_s'] / table[peer]['tokens_per_s']:.2f}x")
   print(json.dumps({"preset": preset, "rows": rows, "length": length, "matmul_gflops": matmul / 1e9,
-                    "load_average": os.getloadavg()[0], "results": table}))
+                    "load_average": os.getloadavg()[0],
+                    "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "results": table}))
 
 
 if __name__ == "__main__":

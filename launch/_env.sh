@@ -17,3 +17,5 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
+# shellcheck disable=SC1091
+source "$ROOT/launch/_malloc.sh"
