@@ -14,7 +14,8 @@ Same config, batch and optimizer (AdamW + global-norm clipping) for every conten
           plain jax.jit + optax step (mean next-token cross-entropy);
   torch   Hugging Face transformers' Gemma2ForCausalLM training step on PyTorch CPU, run with
           the separate venv /tmp/benchvenv (torch==2.13.0 CPU, transformers); skipped, with the
-          reason printed, when that venv is missing.
+          reason printed, when that venv is missing. Its note also gives its step's fraction of
+          PyTorch's own float32 [4096, 4096] matmul rate, measured in that process.
 On CPU, run it through the launcher (or with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 set, which is
 what it adds: launch/_malloc.sh); the header prints the GLIBC_TUNABLES it ran with.
 FLOPs per step = 3 x forward FLOPs of every token at its own context (training/flops.py); the
@@ -123,12 +124,18 @@ for _ in range(2):
 times = []
 for _ in range(steps):
   start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
+# PyTorch's own float32 [4096, 4096] matmul rate, best of 5, for the step's fraction of it.
+a = torch.randn(4096, 4096)
+matmul_s = []
+for _ in range(6):
+  start = time.perf_counter(); a @ a; matmul_s.append(time.perf_counter() - start)
 print(json.dumps({"step_s": sorted(times)[len(times) // 2], "threads": torch.get_num_threads(),
+                  "matmul_flops": 2 * 4096 ** 3 / min(matmul_s[1:]),
                   "torch": torch.__version__, "transformers": transformers.__version__}))
 """
 
 
-def bench_torch(cfg, rows, length, steps):
+def bench_torch(cfg, rows, length, steps, step_flops):
   """(median step seconds, note) from the PyTorch peer, or (None, why not)."""
   if not os.path.exists(TORCH_PYTHON):
     return None, f"skipped: {TORCH_PYTHON} not found (see the module docstring)"
@@ -140,8 +147,10 @@ def bench_torch(cfg, rows, length, steps):
   if run.returncode:
     return None, "failed: " + run.stderr.strip().splitlines()[-1]
   out = json.loads(run.stdout.strip().splitlines()[-1])
+  own = step_flops / out["step_s"] / out["matmul_flops"]
   return out["step_s"], (f"torch {out['torch']}, transformers {out['transformers']}, "
-                         f"{out['threads']} threads")
+                         f"{out['threads']} threads; {own:.1%} of torch's own matmul "
+                         f"({out['matmul_flops'] / 1e9:.1f} GFLOP/s)")
 
 
 def main():
@@ -199,7 +208,7 @@ def main():
     results["gemma"] = (bench_gemma(cfg, rows, length, args.steps),
                         "gm.nn.Transformer, jit + optax")
   if "torch" in peers:
-    results["torch"] = bench_torch(cfg, rows, length, args.steps)
+    results["torch"] = bench_torch(cfg, rows, length, args.steps, step_flops)
   matmul = max(matmul, measure_matmul_flops(matmul_size, dtype))
   print(f"{dtype_name} matmul {matmul / 1e9:.1f} GFLOP/s (best of before and after)")
   print(f"{'contender':<10} {'step ms':>9} {'tokens/s':>10} {'GFLOP/s':>9} {'of matmul':>9}  note")
