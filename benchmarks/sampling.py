@@ -267,7 +267,8 @@ def cpu_main(args) -> None:
   from wcse_jax.models import gemma2
 
   print(f"# Sampling benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform}")
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
   params = {p: gemma2.init_params(gemma2.make_model(presets.get_preset(p)), jax.random.key(0))
             for p in args.presets}
   results: list[Result] = []
