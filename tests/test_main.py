@@ -139,3 +139,14 @@ def test_missing_field_describes_the_path():
   assert main.missing_field(config, "a.bb") == (
       "config.a has no field 'bb'. Did you mean 'b'? Its fields: b")
   assert main.missing_field(config, "c.d").startswith("config.c holds a value of type str")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables are Linux-only")
+def test_malloc_hint_only_for_cpu_runs_without_huge_pages():
+  hint = main.malloc_hint("cpu", "")
+  assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in hint and "launch/_malloc.sh" in hint
+  assert main.malloc_hint("cpu", "glibc.malloc.arena_max=2") == hint
+  assert main.malloc_hint("cpu", "glibc.malloc.hugetlb=1") is None
+  assert main.malloc_hint("cpu", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0") is None
+  assert main.malloc_hint("gpu", "") is None
+  assert main.malloc_hint("tpu", "") is None
