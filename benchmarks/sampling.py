@@ -187,7 +187,7 @@ def ours(config, params, prompts, samples, new) -> Callable[[], int]:
 
 def gemma_package(config, params, prompts, samples, new) -> Callable[[], int]:
   from wcse_jax.reference import gm as get_gm
-  from wcse_jax.sampling import reference
+  from wcse_jax.reference import sampler as reference
   gm = get_gm()
   length = len(prompts[0])
   sampler = reference.reference_sampler(

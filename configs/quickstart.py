@@ -11,6 +11,9 @@ from configs import common
 from wcse_jax.models import presets
 
 
+VARIANTS = ("default", "micro")  # What get_config(arg) accepts.
+
+
 def get_config(arg: str = "default"):
   c = common.wcse_config()
   c.stages = ("zoo", "sample", "grade", "finetune", "report")
@@ -32,7 +35,6 @@ def get_config(arg: str = "default"):
   c.wcse.se_samples = (1, 3)  # SE samples per problem at the low and high budget.
   c.wcse.rounding = "nearest"  # The zoo pair's ratio is 2.99: 1 vs 3 and 3 vs 9, as in the paper.
   c.sampling.num_problems = 300
-  c.zoo.held_out_problems = c.sampling.num_problems
   c.sampling.max_new_tokens = 96
   c.sampling.cache_length = 256
   c.sampling.batch_prompts = 64
@@ -61,7 +63,6 @@ def get_config(arg: str = "default"):
     c.wcse.se.params = float(presets.get_preset("zoo_se", vocab_size=vocab).param_count())
     c.wcse.wc.params = float(presets.get_preset("zoo_wc", vocab_size=vocab).param_count())
     c.sampling.num_problems = 12
-    c.zoo.held_out_problems = c.sampling.num_problems
     c.sampling.max_new_tokens = 24
     c.sampling.cache_length = 256
     c.finetune.steps = 4

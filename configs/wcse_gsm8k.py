@@ -15,6 +15,9 @@ comparing numbers. Test split: the 1,319 GSM8K test problems.
 from configs import common
 
 
+VARIANTS = ("low", "high")  # What get_config(arg) accepts.
+
+
 def get_config(arg: str = "high"):
   c = common.gemma2_9b_vs_27b(common.wcse_config(), arg)
   c.task.name = "gsm8k"

@@ -15,6 +15,9 @@ comparing numbers. Test split: MATH500 (supply its id list; it is not bundled).
 from configs import common
 
 
+VARIANTS = ("low", "high")  # What get_config(arg) accepts.
+
+
 def get_config(arg: str = "high"):
   c = common.gemma2_9b_vs_27b(common.wcse_config(), arg)
   c.task.name = "math500"

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from wcse_jax import experiment
+from wcse_jax import config_base, experiment, files
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,7 @@ def registry(monkeypatch):
 
 
 def make_config(stages, **knobs):
-  config = experiment.base_config()
+  config = config_base.base_config()
   config.stages = tuple(stages)
   config.model = dict(size=2)
   config.unrelated = 1
@@ -66,7 +66,7 @@ def test_runs_stages_in_order_and_writes_manifests(tmp_path):
   assert first["wall_time_s"] >= 0 and first["finished_at"] and first["started_at"]
   assert len(first["build_id"]) == 32
   second = read_manifest(workdir, "second")
-  assert second["inputs"] == {"first": {"manifest_sha256": experiment.file_sha256(
+  assert second["inputs"] == {"first": {"manifest_sha256": files.sha256(
       os.path.join(workdir, "first", experiment.MANIFEST))}}
   assert sorted(os.listdir(os.path.join(workdir, "second"))) == [
       "MANIFEST.json", "START.json", "copy.txt"]

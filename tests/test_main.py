@@ -11,11 +11,11 @@ import pytest
 from wcse_jax import main
 
 CONFIG = """
-from wcse_jax import experiment
+from wcse_jax import config_base
 
 
 def get_config(arg=None):
-  config = experiment.base_config()
+  config = config_base.base_config()
   config.stages = ("echo",)
   config.stage_modules = ("echo_stages",)
   config.n = 3 if arg != "big" else 300  # Number the echo stage writes.

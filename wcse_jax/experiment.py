@@ -2,7 +2,7 @@
 
 A stage is a function `fn(ctx) -> dict` registered by name in a stage module:
 
-  @experiment.stage("grade", config_keys=("grading",))
+  @experiment.stage("grade", config_keys=("grading",), validate=check_grading)
   def grade(ctx):
     samples = ctx.input("sample")      # the finished folder of an earlier stage
     ...                                # write into ctx.out, resuming from what is already there
@@ -15,6 +15,11 @@ Folder protocol, for stage S in workdir W (DESIGN §1):
                 or after an input was rebuilt, is an error rather than a silent mix.
   W/S/          the finished stage: W/S.partial renamed atomically once MANIFEST.json is in it.
                 A rerun skips it after checking that its config hash and its inputs still match.
+
+The runner knows no experiment: a config lists the modules whose import registers its stages
+(`config.stage_modules`). Before anything runs (or is deleted by
+`rerun`), every listed stage's `validate(config)` checks the knobs it reads and raises StageError
+naming the key; `describe` gives the same checks plus the plan without running (main's dry run).
 
 Config scope: a stage's config hash covers `config_keys` (dotted keys it reads) or, when it names
 none, the whole config except the runner's own knobs (RUNNER_KEYS). A stage that names its keys
@@ -47,13 +52,8 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 
-# Modules whose import registers the pipeline's stages. Configs add their own with
-# `config.stage_modules`.
-STAGE_MODULES: tuple[str, ...] = ("wcse_jax.zoo", "wcse_jax.wcse.stages")
-
-# The runner's own knobs: they decide what runs, not what a stage computes, so no stage hash
-# covers them (adding a stage to `stages` must not invalidate the finished ones).
-RUNNER_KEYS = ("stages", "stage_modules", "rerun", "distributed")
+from wcse_jax.config_base import RUNNER_KEYS
+from wcse_jax import files
 
 MANIFEST = "MANIFEST.json"
 START = "START.json"
@@ -74,18 +74,22 @@ class Stage:
   name: str
   fn: Callable[["Context"], Mapping[str, Any]]
   config_keys: tuple[str, ...] | None
+  validate: Callable[[ml_collections.ConfigDict], None] | None = None
 
 
 _REGISTRY: dict[str, Stage] = {}
 
 
-def stage(name: str, *, config_keys: tuple[str, ...] | None = None):
+def stage(name: str, *, config_keys: tuple[str, ...] | None = None,
+          validate: Callable[[ml_collections.ConfigDict], None] | None = None):
   """Decorator registering `fn(ctx) -> dict` as the stage `name`.
 
   Args:
     name: lower_snake_case stage name; also its folder name in the workdir.
     config_keys: dotted config keys the stage reads (e.g. ("model", "sampling.temperature")); its
       config hash covers only these. None: the whole config except RUNNER_KEYS.
+    validate: `validate(config)` raises StageError naming the bad key; run before any stage
+      runs, so a bad knob fails in seconds rather than after hours of earlier stages.
   """
   if not _STAGE_NAME.match(name):
     raise ValueError(f"stage name {name!r} must be lower_snake_case (it names a folder)")
@@ -96,7 +100,7 @@ def stage(name: str, *, config_keys: tuple[str, ...] | None = None):
       raise ValueError(f"stage {name!r} is registered twice: by {_origin(previous.fn)} and by "
                        f"{_origin(fn)}")
     keys = None if config_keys is None else tuple(config_keys)
-    _REGISTRY[name] = Stage(name=name, fn=fn, config_keys=keys)
+    _REGISTRY[name] = Stage(name=name, fn=fn, config_keys=keys, validate=validate)
     return fn
 
   return register
@@ -105,16 +109,6 @@ def stage(name: str, *, config_keys: tuple[str, ...] | None = None):
 def registered_stages() -> dict[str, Stage]:
   """The stages registered so far (by the modules imported so far), by name."""
   return dict(_REGISTRY)
-
-
-def base_config() -> ml_collections.ConfigDict:
-  """The runner's knobs, with defaults; experiment configs start from this."""
-  config = ml_collections.ConfigDict()
-  config.stages = ()  # Stage names to run, in order, e.g. ("sample", "grade", "report").
-  config.stage_modules = ()  # Extra modules to import for their stages (beyond STAGE_MODULES).
-  config.rerun = ""  # Delete this stage and every later one in `stages`, then run them again.
-  config.distributed = False  # Call jax.distributed.initialize() first (multi-host launches).
-  return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +134,11 @@ class Context:
     source = _REGISTRY.get(stage_name)
     if source is not None:  # It may not be in config.stages this time; its config must still match.
       scoped = stage_config(self.config, source)
-      _check_same_config(stage_name, folder, _read_json(manifest), scoped, config_hash(scoped),
+      _check_same_config(stage_name, folder, files.read_json(manifest), scoped, config_hash(scoped),
                          what="was made")
-    digest = file_sha256(manifest)
+    digest = files.sha256(manifest)
     start_path = os.path.join(self.out, START)
-    start = _read_json(start_path)
+    start = files.read_json(start_path)
     started_from = start["inputs"].get(stage_name)
     if started_from is not None and started_from != digest:
       raise StageError(
@@ -153,7 +147,7 @@ class Context:
           f"mix both. Pass --config.rerun={self.name} to start {self.name!r} afresh.")
     if started_from is None and self.is_chief:
       start["inputs"][stage_name] = digest
-      _write_json(start_path, start)
+      files.write_json(start_path, start)
     self.inputs_read[stage_name] = digest
     return folder
 
@@ -161,12 +155,57 @@ class Context:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, Any]]:
   """Runs `config.stages` in order in `workdir`; returns every stage's manifest, by name."""
   stages = resolve_stages(config)
+  validate(config, stages)
   names = [s.name for s in stages]
   if is_chief():
     os.makedirs(workdir, exist_ok=True)
   if config.get("rerun"):
     _delete_from(config.rerun, names, workdir)
   return {s.name: _run_stage(s, config, workdir) for s in stages}
+
+
+def validate(config: ml_collections.ConfigDict, stages: list[Stage] | None = None) -> None:
+  """Runs every stage's own checks (and the rerun key's) before anything is run or deleted."""
+  stages = resolve_stages(config) if stages is None else stages
+  names = [s.name for s in stages]
+  rerun = config.get("rerun")
+  if rerun and rerun not in names:
+    raise StageError(f"config.rerun={rerun!r} is not in config.stages ({', '.join(names)})")
+  for spec in stages:
+    stage_config(config, spec)  # a stage naming a key the config lacks fails here
+    if spec.validate is not None:
+      spec.validate(config)
+
+
+def describe(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+  """What `run` would do, without running, deleting or writing anything: per stage its config
+  hash, the keys it reads and its state in `workdir` (finished and reusable, finished but stale,
+  partly done, or to run). Validates the config first (StageError on a bad knob)."""
+  stages = resolve_stages(config)
+  validate(config, stages)
+  names = [s.name for s in stages]
+  rerun_from = names.index(config.rerun) if config.get("rerun") else len(names)
+  plan = []
+  for i, spec in enumerate(stages):
+    scoped = stage_config(config, spec)
+    digest = config_hash(scoped)
+    final = os.path.join(workdir, spec.name)
+    manifest = os.path.join(final, MANIFEST)
+    start = os.path.join(final + PARTIAL_SUFFIX, START)
+    if i >= rerun_from:
+      state = "rerun (deleted, then run)"
+    elif os.path.isfile(manifest):
+      same = files.read_json(manifest)["config_hash"] == digest
+      state = "finished: skipped" if same else "finished with another config: refused"
+    elif os.path.isfile(start):
+      same = files.read_json(start)["config_hash"] == digest
+      state = "partly done: resumed" if same else "partly done with another config: refused"
+    else:
+      state = "to run"
+    plan.append({"stage": spec.name, "state": state, "config_hash": digest[:12],
+                 "reads": list(spec.config_keys) if spec.config_keys is not None
+                          else ["(whole config)"]})
+  return plan
 
 
 def resolve_stages(config: ml_collections.ConfigDict) -> list[Stage]:
@@ -178,7 +217,7 @@ def resolve_stages(config: ml_collections.ConfigDict) -> list[Stage]:
     raise StageError(f"config.stages must be a tuple of stage names, got {names!r}")
   if len(set(names)) != len(names):
     raise StageError(f"config.stages lists a stage twice: {names!r}")
-  modules = STAGE_MODULES + tuple(config.get("stage_modules", ()))
+  modules = tuple(config.get("stage_modules", ()))
   for module in modules:
     try:
       importlib.import_module(module)
@@ -194,7 +233,8 @@ def resolve_stages(config: ml_collections.ConfigDict) -> list[Stage]:
       raise StageError(
           f"unknown stage {name!r} in config.stages.{hint} Known stages: "
           f"{', '.join(known) or '(none)'} (registered by the modules "
-          f"{', '.join(modules) or '(none)'}; add a module with config.stage_modules).")
+          f"{', '.join(modules) or '(none)'}; list the module that defines it in "
+          f"config.stage_modules).")
   return [_REGISTRY[name] for name in names]
 
 
@@ -218,11 +258,6 @@ def config_hash(scoped: Mapping[str, Any]) -> str:
   """sha256 of a canonical JSON rendering (sorted keys, tuples as lists)."""
   text = json.dumps(scoped, sort_keys=True, separators=(",", ":"), default=repr)
   return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
 
 
 def is_chief() -> bool:
@@ -253,13 +288,13 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
 
   start_path = os.path.join(partial, START)
   if os.path.isfile(start_path):
-    _check_same_config(spec.name, partial, _read_json(start_path), scoped, digest,
+    _check_same_config(spec.name, partial, files.read_json(start_path), scoped, digest,
                        what="was started")
     _log.info("stage %s: resuming from %s (%d entries)", spec.name, partial,
               len(os.listdir(partial)) - 1)
   elif is_chief():
     os.makedirs(partial, exist_ok=True)
-    _write_json(start_path, {"stage": spec.name, "config_hash": digest, "config": scoped,
+    files.write_json(start_path, {"stage": spec.name, "config_hash": digest, "config": scoped,
                              "inputs": {}, "started_at": _now()})
     _log.info("stage %s: starting in %s", spec.name, partial)
   _barrier(f"wcse_jax:{spec.name}:ready")
@@ -279,7 +314,7 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
   _barrier(f"wcse_jax:{spec.name}:computed")
 
   if is_chief():
-    start = _read_json(start_path)
+    start = files.read_json(start_path)
     manifest = {
         "stage": spec.name,
         # Unique per build, so a rebuild that happens to give equal counts still changes the
@@ -297,11 +332,11 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
         "finished_at": _now(),
         "wall_time_s": round(wall, 3),
     }
-    _write_json(os.path.join(partial, MANIFEST), manifest)
+    files.write_json(os.path.join(partial, MANIFEST), manifest)
     os.rename(partial, final)
     _log.info("stage %s: finished in %.1fs: %s", spec.name, wall, counts)
   _barrier(f"wcse_jax:{spec.name}:end")
-  return _read_json(os.path.join(final, MANIFEST))
+  return files.read_json(os.path.join(final, MANIFEST))
 
 
 def _check_reusable(name, final, workdir, scoped, digest) -> dict[str, Any]:
@@ -310,14 +345,14 @@ def _check_reusable(name, final, workdir, scoped, digest) -> dict[str, Any]:
   if not os.path.isfile(manifest_path):
     raise StageError(f"{final} exists but holds no {MANIFEST}, so this runner did not finish it; "
                      f"move it out of the workdir")
-  manifest = _read_json(manifest_path)
+  manifest = files.read_json(manifest_path)
   _check_same_config(name, final, manifest, scoped, digest, what="was made")
   for source, recorded in manifest["inputs"].items():
     source_manifest = os.path.join(workdir, source, MANIFEST)
     if not os.path.isfile(source_manifest):
       _log.warning("stage %s: its input %r is no longer in %s; reusing %s as built",
                    name, source, workdir, final)
-    elif file_sha256(source_manifest) != recorded["manifest_sha256"]:
+    elif files.sha256(source_manifest) != recorded["manifest_sha256"]:
       raise StageError(
           f"stage {name!r} in {final} was built from {source!r} with manifest sha256 "
           f"{recorded['manifest_sha256'][:12]}, but {source!r} has been rebuilt since; refusing "
@@ -340,8 +375,6 @@ def _check_same_config(name, folder, recorded, scoped, digest, what):
 
 
 def _delete_from(rerun: str, names: list[str], workdir: str) -> None:
-  if rerun not in names:
-    raise StageError(f"config.rerun={rerun!r} is not in config.stages ({', '.join(names)})")
   if is_chief():
     for name in names[names.index(rerun):]:
       for folder in (os.path.join(workdir, name), os.path.join(workdir, name) + PARTIAL_SUFFIX):
@@ -377,17 +410,3 @@ def _numpy_scalar(value):
 
 def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write_json(path: str, value: Any) -> None:
-  """Writes via a temporary file and a rename, so a crash never leaves half a file."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)

@@ -5,6 +5,9 @@ Any config field can be overridden with `--config.a.b=value` (tuples: repeat the
 `--config.stages="('sample', 'grade')"`). Multi-host launches set `--config.distributed=true`
 and let jax.distributed.initialize() find the cluster, or pass --coordinator_address,
 --num_processes and --process_id.
+
+`--dry_run` builds the config, applies the overrides, runs every stage's validation and prints
+the stage plan (what would be skipped, resumed or run) without running or writing anything.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "Number of processes (default: detected by JAX).")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's index (default: detected by JAX).")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Validate the config and print the stage plan; run and write nothing.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -39,6 +44,12 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config, workdir = _CONFIG.value, _WORKDIR.value
+  if _DRY_RUN.value:
+    try:
+      print(dry_run_report(config, workdir))
+    except experiment.StageError as e:
+      sys.exit(f"FATAL {e}")
+    return
   if config.get("distributed", False):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
@@ -52,6 +63,16 @@ def main(argv: list[str]) -> None:
     experiment.run(config, workdir)
   except experiment.StageError as e:  # A usage problem with a message that says what to do.
     sys.exit(f"FATAL {e}")
+
+
+def dry_run_report(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The validated stage plan of `config` in `workdir`, as text (see experiment.describe)."""
+  plan = experiment.describe(config, workdir)
+  lines = [f"config {config_flags.get_config_filename(flags.FLAGS['config'])} is valid; "
+           f"workdir {workdir}", f"{'stage':<16}{'hash':<14}state  (config keys it reads)"]
+  lines += [f"{row['stage']:<16}{row['config_hash']:<14}{row['state']}  "
+            f"({', '.join(row['reads'])})" for row in plan]
+  return "\n".join(lines)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -1,9 +1,11 @@
 """Hand-written (completion, gold, equivalent?) pairs for every answer format, graded end to end."""
+from __future__ import annotations
+
 import time
 
 import pytest
 
-from wcse_jax.data import grading
+from wcse_jax.data import answers, grading
 from wcse_jax.data.example import Example
 from wcse_jax.data.tasks import get_task
 
@@ -135,6 +137,34 @@ GSM = [  # (completion, gold, equivalent)
     ("The answer is 2", "72", False),
     ("The answer is 1,234", "1243", False),
     ("The answer is 999", "1000", False),
+    # Digit groups with other separators, and scientific notation, read exactly.
+    ("The answer is 1 000 000", "1000000", True),
+    ("The answer is 1\u2009000\u2009000.", "1000000", True),
+    ("The answer is 1\u202f250 dollars", "1250", True),
+    ("The answer is 12\u00a0500", "12500", True),
+    ("#### 1 000", "1000", True),
+    ("The answer is 1\\,000", "1000", True),
+    ("The answer is $1{,}000$", "1000", True),
+    ("The answer is 1,000km", "1000", True),
+    ("The answer is 1.5e3", "1500", True),
+    ("The answer is 1.5E3.", "1500", True),
+    ("The answer is 2.5e-1", "0.25", True),
+    ("#### -1.5e3", "-1500", True),
+    ("The answer is 2.5 \\times 10^{3}", "2500", True),
+    ("The answer is $2 \\times 10^3$", "2000", True),
+    ("The answer is 3 \u00d7 10^2 dollars", "300", True),
+    ("The answer is 4 \\cdot 10^{2}", "400", True),
+    ("The answer is 10^6", "1000000", True),
+    ("The answer is 1.234567890123456789e18", "1234567890123456789", True),
+    ("The answer is 1 0000", "10000", False),
+    ("The answer is 1,000 000", "1000000", False),
+    ("The answer is 1.5e3", "15", False),
+    ("The answer is 1.5e3", "1.5", False),
+    ("The answer is 2.5 \\times 10^{2}", "2500", False),
+    ("The answer is 1.234567890123456789e18", "1234567890123456768", False),  # Not via a float.
+    ("The answer is 10^6", "10", False),
+    ("#### " + "9" * 5000, "9" * 5000, False),
+    ("#### 1e999999999", "1", False),
 ]
 
 MATH = [  # (boxed content in the completion, gold, equivalent)
@@ -252,9 +282,17 @@ def test_math_pairs():
     ("\\boxed{\\text{(B)}}", "\\text{(B)}"),
     ("\\boxed{unbalanced", None),
     ("nothing here", None),
+    # An unbalanced box is no answer, and neither is a fallback phrase that holds one.
+    ("The answer is \\boxed{5", None),
+    ("\\boxed{1} and finally \\boxed{2", None),
+    ("\\boxed{\\frac{1}{2}", None),
+    ("Final Answer: The final answer is $\\frac{3}{4$. I hope it is correct.", None),
+    ("the result is \\boxed 5}.", None),
+    ("\\boxed {7}", "7"),
+    ("\\boxed {7", None),
+    ("\\boxedx 7", None),
 ])
 def test_math_extraction(text, expected):
-  from wcse_jax.data import answers
   assert answers.extract_math(text) == expected
 
 
@@ -290,3 +328,66 @@ def test_grade_many_is_fast_on_synthetic_samples():
   grades = grading.grade_many(task, examples * 5, texts)
   assert time.monotonic() - start < 5
   assert all(g.correct and g.steps_valid for g in grades)
+
+
+HUGE = "9" * 5000  # Past Python's 4,300-digit int-string limit.
+
+
+def test_pathological_numbers_are_not_equal_with_a_note():
+  gsm = get_task("gsm8k", paths={"test": "unused.jsonl"})
+  math = get_task("math", paths={"test": "unused.jsonl"})
+  synthetic = get_task("arith_chain", num_train=4, num_validation=2, num_test=2)
+  cases = [  # (task, completion, gold); the batches below also hold ordinary items.
+      (gsm, f"#### {HUGE}", "9"),
+      (gsm, "The answer is 1e999999999", "1"),
+      (gsm, "#### 9", HUGE),
+      (gsm, "The answer is 1" + ",000" * 1500, "1000"),
+      (math, f"\\boxed{{{HUGE}}}", "9"),
+      (math, f"\\boxed{{\\frac{{{HUGE}}}{{3}}}}", "3"),
+      (synthetic, f"The answer is {HUGE}.", "9"),
+  ]
+  for task, text, gold in cases:
+    examples = [Example(id="bad", question="q", answer=gold, solution=""),
+                Example(id="ok", question="q", answer="18", solution="")]
+    ok = {"gsm": "#### 18", "math": "\\boxed{18}", "answer_is": "The answer is 18."}
+    bad, good = grading.grade_many(task, examples, [text, ok[task.answer_format]])
+    assert not bad.correct and bad.detail.startswith("pathological number: "), (text[:40], bad)
+    assert good.correct, good
+
+
+def test_one_failing_item_does_not_fail_its_batch(monkeypatch):
+  task = get_task("gsm8k", paths={"test": "unused.jsonl"})
+  real = answers.extract_gsm
+
+  def flaky(text):
+    if "BOOM" in text:
+      raise RuntimeError("a bug that only this text triggers")
+    return real(text)
+
+  monkeypatch.setattr(answers, "extract_gsm", flaky)
+  examples = [Example(id=str(i), question="q", answer="72", solution="") for i in range(3)]
+  grades = grading.grade_many(task, examples, ["#### 72", "BOOM #### 72", "#### 72"])
+  assert [g.correct for g in grades] == [True, False, True]
+  assert grades[1].detail == "not graded: RuntimeError: a bug that only this text triggers"
+
+
+def test_unbalanced_box_is_not_an_answer():
+  task = get_task("math", paths={"test": "unused.jsonl"})
+  example = Example(id="0", question="q", answer="5", solution="")
+  for text in ("The answer is \\boxed{5", "\\boxed{4} so finally \\boxed{5"):
+    g = grading.grade(task, example, text)
+    assert g.extracted is None and not g.correct, g
+
+
+@pytest.mark.parametrize("fmt,same,different", [
+    ("math", ["\\frac{1}{2}", "\\dfrac{1}{2}", "0.5", "1/2", "\\tfrac12"], ["\\frac{1}{3}"]),
+    ("math", ["\\sqrt{2}", "\\sqrt {2}"], ["\\sqrt{3}"]),
+    ("gsm", ["1000", "1,000", "1000.00"], ["1001"]),
+    ("answer_is", ["ab c", " ab  c "], ["abc"]),
+])
+def test_vote_keys_merge_equivalent_answers_only(fmt, same, different):
+  """maj@k votes by this key: equivalent wrong answers must vote together (papers.md §1)."""
+  keys = {answers.vote_key(fmt, a) for a in same}
+  assert len(keys) == 1
+  assert not keys & {answers.vote_key(fmt, a) for a in different}
+  assert answers.vote_key(fmt, None) is None

@@ -61,12 +61,16 @@ def test_arith_chain_format_and_knobs():
     assert len(lines) == 4 and lines[-1] == f"The answer is {e.answer}."
     values = e.meta["values"]
     assert 1 <= values[0] <= 9 and len(values) == 4
+    operations = sorted(tuple(c) for c in e.meta["chain"])
+    used = []
     for i, line in enumerate(lines[:-1]):
       m = step_re.match(line)
-      assert m and int(m[1]) == i + 1 and int(m[4]) <= 9
+      assert m and int(m[1]) == i + 1
       a, op, b, r = int(m[2]), m[3], int(m[4]), int(m[5])
       assert (a + b if op == "+" else a - b) == r and 0 <= r <= 40
-      assert a == values[i] and r == values[i + 1]
+      assert r == values[i + 1] and values[i] in ((a,) if op == "-" else (a, b))
+      used.append((op, b if a == values[i] else a))
+    assert sorted(used) == operations  # every operation applied once, in some order
     assert f"has {values[0]} " in e.question and e.question.endswith("have now?")
   with pytest.raises(ValueError, match="ops"):
     ArithChain(ops=("/",))
@@ -208,3 +212,110 @@ def test_unknown_task_and_knob():
     get_task("arith_chain", operand_cap=3)
   with pytest.raises(ValueError, match="no split 'dev'"):
     get_task("word_sorting").examples("dev")
+
+
+def _content(task_name, example):
+  """The problem's content, computed here independently of the tasks' own dedupe keys."""
+  if task_name in ("arith_chain", "compositional_gsm"):
+    def runs(start, chain):
+      out, current = [start], []
+      for op, b in chain:
+        if op == "*":
+          out += [tuple(sorted(current)), ("*", b)] if current else [("*", b)]
+          current = []
+        else:
+          current.append((op, b))
+      return tuple(out + ([tuple(sorted(current))] if current else []))
+    def parse(question):  # from the story's sentences, not from the task's metadata
+      start, chain = re.search(r"has (\w+) ", question)[1], []
+      for sentence in question.split(". "):
+        for pattern, op in ((r"finds (\d+) more", "+"), (r"loses (\d+)", "-"),
+                            (r"has (\d+) times as many", "*")):
+          m = re.search(pattern, sentence)
+          if m:
+            chain.append((op, int(m[1])))
+      return runs(start, chain)
+    if task_name == "arith_chain":
+      return parse(example.question)
+    return parse(example.meta["q1"]), parse(example.meta["q2"])
+  words = example.meta["words"]
+  return tuple(sorted(words)) if task_name == "word_sorting" else tuple(words)
+
+
+def _knob_sets():
+  from configs import quickstart
+  quick = quickstart.get_config()
+  yield "arith_chain", "quickstart", dict(quick.task.knobs), quick.sampling.num_problems
+  for name in sorted(CLASSES):
+    yield name, "default", {}, 300
+
+
+@pytest.mark.parametrize("name,label,knobs,held_out", list(_knob_sets()),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_no_problem_content_is_shared_between_splits_or_with_the_zoo(name, label, knobs,
+                                                                    held_out):
+  """Contamination: train vs validation/test, and the zoo's training problems (train after the
+  first `held_out`) vs the held-out problems the sample stage draws solutions for."""
+  task = get_task(name, **knobs)
+  content = {split: [_content(name, e) for e in task.examples(split)]
+             for split in ("train", "validation", "test")}
+  train = set(content["train"])
+  assert len(train) == len(content["train"])
+  for split in ("validation", "test"):
+    assert not train & set(content[split]), split
+  zoo, sampled = content["train"][held_out:], content["train"][:held_out]
+  assert not set(zoo) & set(sampled)
+
+
+def test_arith_chain_accepts_every_valid_path_and_only_those():
+  task = ArithChain(num_train=0, num_validation=0, num_test=300, min_steps=3, max_steps=4)
+  e = next(e for e in task.examples("test")
+           if len(e.meta["runs"]) >= 2 and any(len(r) >= 2 for r in e.meta["runs"]))
+  start, runs = e.meta["start"], [[tuple(op) for op in run] for run in e.meta["runs"]]
+
+  def text(order_of_runs, swap=False):
+    lines, value = [], start
+    for run in order_of_runs:
+      for op, b in run:
+        result = value + b if op == "+" else value - b if op == "-" else value * b
+        left, right = (b, value) if swap and op != "-" else (value, b)
+        lines.append(f"Step {len(lines) + 1}: {left} {op} {right} = {result}")
+        value = result
+    return "\n".join(lines + [f"The answer is {value}."])
+
+  story = text(runs)
+  reversed_runs = text([list(reversed(r)) for r in runs])
+  swapped = text(runs, swap=True)
+  for solution in (story, reversed_runs, swapped):
+    g = grading.grade(task, e, solution)
+    assert g.correct and g.steps_valid, solution
+  # Moving an operation across a multiplication (or across runs) is wrong, though the
+  # arithmetic of each step may be right.
+  flat = [op for run in runs for op in run]
+  moved = text([[flat[-1]] + flat[:-1]])
+  assert not task.check_steps(e, moved).valid
+  # "b - a" for "a - b" is wrong.
+  sub = next(((i, b) for i, (op, b) in enumerate(flat) if op == "-"), None)
+  if sub is not None:
+    line = story.splitlines()[sub[0]]
+    a = int(line.split(": ")[1].split(" - ")[0])
+    wrong = story.replace(line, line.replace(f"{a} - {sub[1]}", f"{sub[1]} - {a}"))
+    assert not task.check_steps(e, wrong).valid
+
+
+def test_arith_chain_references_vary_in_path():
+  task = get_task("arith_chain")
+  examples = task.examples("train")
+  swapped = reordered = 0
+  for e in examples:
+    value = e.meta["start"]
+    story = [tuple(op) for op in e.meta["chain"]]
+    applied = []
+    for step in e.steps:
+      a, op, b, r = task._step_key(step.text)
+      operand = b if a == value else a
+      swapped += operand == a and op != "-" and a != b
+      applied.append((op, operand))
+      value = r
+    reordered += applied != story
+  assert swapped > len(examples) // 4 and reordered > len(examples) // 10

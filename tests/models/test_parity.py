@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from wcse_jax import checkpoints, reference
+from wcse_jax.models import cache as cache_lib
 from wcse_jax.models import gemma2, presets
 
 
@@ -83,7 +84,7 @@ def test_cached_decode_equals_full_forward(chunks):
   tokens = tokens.at[1, :3].set(0)
   positions = gemma2.default_positions(tokens)
   full = gemma2.forward(model, params, tokens, positions).logits
-  cache = gemma2.init_cache(config, batch=2, length=16)
+  cache = cache_lib.init_cache(config, batch=2, length=16)
   assert cache.window == config.sliding_window  # local layers keep only the window
   assert cache.length == 16
   pieces, start = [], 0
@@ -106,7 +107,7 @@ def test_cached_decode_matches_reference_decode():
   positions = gemma2.default_positions(tokens)
   ref = reference.transformer(config)
   ref_cache = ref.config.init_cache(batch_size=1, dtype=jnp.float32, cache_length=16)
-  cache = gemma2.init_cache(config, batch=1, length=16)
+  cache = cache_lib.init_cache(config, batch=1, length=16)
   nested = checkpoints.to_nested(params)
   for t in range(10):
     ours = gemma2.forward(model, params, tokens[:, t:t + 1], positions[:, t:t + 1], cache=cache)

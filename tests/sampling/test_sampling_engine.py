@@ -54,7 +54,7 @@ def test_greedy_equals_teacher_forced_argmax_at_every_step(model, params, greedy
 
 
 def test_greedy_equals_the_gemma_package_sampler(config, params, greedy):
-  from wcse_jax.sampling import reference
+  from wcse_jax.reference import sampler as reference
   ours = greedy.tokens[:, 0]
   ref = reference.reference_sampler(config, params, eos_id=NEVER, cache_length=64,
                                     max_out_length=NEW, pad_length=(16,))

@@ -11,17 +11,18 @@ import pytest
 
 from wcse_jax.models import presets
 from wcse_jax.training import batching, flops
-from wcse_jax.training.metrics import MetricWriter, read_jsonl
+from wcse_jax.files import read_jsonl
+from wcse_jax.training.metrics import MetricWriter
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "resume_run.py")
 STEPS = 12
 
 
-def run(workdir, delay=0.0, **popen):
+def run(workdir, mode, delay=0.0, **popen):
   # One CPU device is enough here and compiles faster than the 8 the test session forces.
   env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  return subprocess.Popen([sys.executable, SCRIPT, str(workdir), str(STEPS), str(delay)], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+  return subprocess.Popen([sys.executable, SCRIPT, str(workdir), str(STEPS), str(delay), mode],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
 
 
 def final_losses(workdir):
@@ -36,10 +37,12 @@ def finished_checkpoints(workdir):
                 if os.path.basename(p).isdigit())
 
 
-def test_killed_run_resumes_to_the_uninterrupted_losses(tmp_path):
+@pytest.mark.parametrize("mode", ["stream", "on_policy"])
+def test_killed_run_resumes_to_the_uninterrupted_losses(tmp_path, mode):
+  """Also for batches sampled from the current parameters: the resumed run regenerates them."""
   straight, killed = tmp_path / "straight", tmp_path / "killed"
-  reference = run(straight)
-  victim = run(killed, delay=0.4)
+  reference = run(straight, mode)
+  victim = run(killed, mode, delay=0.4)
   deadline = time.time() + 240
   while not [s for s in finished_checkpoints(killed) if s >= 6]:
     assert victim.poll() is None, victim.stderr.read().decode()[-3000:]
@@ -51,11 +54,14 @@ def test_killed_run_resumes_to_the_uninterrupted_losses(tmp_path):
   before = final_losses(killed)
   assert max(before) < STEPS, "the run finished before it was killed"
   assert reference.wait() == 0, reference.stderr.read().decode()[-3000:]
-  resumed = run(killed)
+  resumed = run(killed, mode)
   assert resumed.wait() == 0, resumed.stderr.read().decode()[-3000:]
   expected, got = final_losses(straight), final_losses(killed)
   assert sorted(expected) == list(range(1, STEPS + 1))
   assert got == expected  # exact: same batches, same state, same compiled step
+  steps = [r["step"] for r in read_jsonl(os.path.join(killed, "metrics.jsonl"))
+           if "train/loss" in r]
+  assert steps == sorted(set(steps)), "a resumed run logged a step twice"
   assert finished_checkpoints(killed)[-1] == STEPS
   records = read_jsonl(os.path.join(straight, "metrics.jsonl"))
   assert [(r["step"], r["eval/step_parity"]) for r in records if "eval/step_parity" in r] == [

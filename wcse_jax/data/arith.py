@@ -12,20 +12,42 @@ parameters trained from scratch for a few CPU-minutes reaches 20-70% greedy accu
             Step 3: 9 * 2 = 18
             The answer is 18.
 
+Several reasoning paths are valid, as in real math data (papers.md §1 measures the diversity of
+correct solutions): each step applies one of the problem's operations to the running value, and
+  - within a run of additions and subtractions (between two multiplications) the operations may
+    be applied in any order ("Step 1: 7 - 3 = 4", "Step 2: 4 + 5 = 9" is as right as the story's
+    order), and
+  - additions and multiplications may write their operands either way round ("5 + 7 = 12").
+The reference solution of each problem (the SFT target) is one of these paths drawn at random
+from the example's own seeded stream, so a model trained on references writes several of them.
+The step checker accepts exactly this family: a step is right when its arithmetic is right and it
+applies an operation not used yet of the current run to the running value (a right value carried
+from a wrong earlier step counts as wrong: the running value is the true one). A solution is
+step-valid when every step is right and every operation is applied once; "final answer right, some
+step wrong" is then a false positive, detected exactly.
+
+Problems are deduplicated by content, not wording: two problems whose start value and runs of
+operations (each run as a multiset) coincide have the same set of valid solutions, so at most one
+of them exists across all splits (a question that only renames the person or the objects would
+otherwise let a model memorise test solutions from train).
+
 compositional_gsm (papers.md section 9): Q1 and Q2 are two arith_chain problems; Q2's starting
 number is replaced by X, and the prompt says "Let X be the answer to Q1". The paper chains real
 GSM8K test problems through their code-form (PAL) solutions; here both questions are arith_chain
 problems, so the new gold answer is computed exactly from the chain, and a pair is kept only when
 every value stays within [0, max_value]. `part` selects what the task hands out: "pair" (the
 composed problem), "q1" (Q1 alone) or "q2" (Q2 with X's value substituted, the paper's S2 set),
-with the same ids after the prefix, so S_comp - S1*S2 can be computed per pair.
+with the same ids after the prefix, so S_comp - S1*S2 can be computed per pair. Q2's runs never
+merge with Q1's: the boundary between them is a barrier like a multiplication.
 """
 from __future__ import annotations
 
 import random
 import re
+from typing import Sequence
 
-from wcse_jax.data.example import Example, Step
+from wcse_jax.data import answers
+from wcse_jax.data.example import Example, Step, StepReport
 from wcse_jax.data.synthetic import SyntheticTask
 
 NAMES = ("Ann", "Ben", "Cat", "Dan", "Eve", "Finn", "Gus", "Hana")
@@ -37,9 +59,114 @@ _SENTENCE = {
 }
 _STEP_RE = re.compile(r"^Step\s*\d+\s*:\s*(-?\d+)\s*([-+*])\s*(-?\d+)\s*=\s*(-?\d+)\s*\.?$")
 
+Op = tuple[str, int]
+
 
 def _apply(a: int, op: str, b: int) -> int:
   return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def runs_of(chain: Sequence[Op]) -> list[list[Op]]:
+  """The chain cut into runs: each multiplication alone, additive operations grouped between."""
+  runs: list[list[Op]] = []
+  for op, b in chain:
+    if op == "*" or not runs or runs[-1][0][0] == "*":
+      runs.append([(op, b)])
+    else:
+      runs[-1].append((op, b))
+  return runs
+
+
+def content_key(start: int, runs: Sequence[Sequence[Op]]) -> tuple:
+  """What two problems share exactly when their valid solutions coincide."""
+  return (start,) + tuple(tuple(sorted(run)) for run in runs)
+
+
+def render_step(number: int, value: int, op: str, b: int, swap: bool = False) -> str:
+  left, right = (b, value) if swap and op != "-" else (value, b)
+  return f"Step {number}: {left} {op} {right} = {_apply(value, op, b)}"
+
+
+def reference_path(rng: random.Random, start: int, runs: Sequence[Sequence[Op]],
+                   first_step: int = 1, max_value: int | None = None) -> list[Step]:
+  """One valid path drawn at random: each run's order shuffled (redrawn while a value would
+  leave [0, max_value], as the story's own order never does), commutative operands swapped with
+  probability 1/2."""
+  steps, value, number = [], start, first_step
+  for run in runs:
+    for _ in range(20):
+      order = list(run)
+      rng.shuffle(order)
+      if _within(value, order, max_value):
+        break
+    else:
+      order = list(run)
+    for op, b in order:
+      text = render_step(number, value, op, b, swap=rng.random() < 0.5)
+      value = _apply(value, op, b)
+      steps.append(Step(text=text, value=str(value)))
+      number += 1
+  return steps
+
+
+def _within(value: int, order: Sequence[Op], max_value: int | None) -> bool:
+  for op, b in order:
+    value = _apply(value, op, b)
+    if value < 0 or (max_value is not None and value > max_value):
+      return False
+  return True
+
+
+def parse_step(line: str) -> tuple[int, str, int, int] | None:
+  m = _STEP_RE.match(line)
+  return None if m is None else (int(m[1]), m[2], int(m[3]), int(m[4]))
+
+
+def check_path(start: int, runs: Sequence[Sequence[Op]],
+               lines: Sequence[str]) -> tuple[list[bool], list[str]]:
+  """Marks each step line right or wrong (see the module docstring) and returns, per position, a
+  right step to compare with: the line's own operation done right when the line names an unused
+  operation of the current run, else the run's next unused operation (in story order). Missing
+  steps get a False mark and their expected step; extra steps get a False mark and ""."""
+  marks, expected = [], []
+  value, number = start, 1
+  pending = [list(run) for run in runs]
+  for line in lines:
+    while pending and not pending[0]:
+      pending.pop(0)
+    if not pending:
+      marks.append(False)
+      expected.append("")
+      continue
+    parsed = parse_step(line)
+    run = pending[0]
+    chosen, ok, swap = None, False, False
+    if parsed is not None:
+      a, op, b, result = parsed
+      for candidate_op, operand in run:
+        if candidate_op != op:
+          continue
+        pairs = {(value, operand)} if op == "-" else {(value, operand), (operand, value)}
+        if (a, b) in pairs:
+          chosen, ok = (op, operand), result == _apply(value, op, operand)
+          swap = (a, b) == (operand, value) != (value, operand)
+          break
+        if chosen is None and operand in (a, b):
+          chosen = (op, operand)  # the operation it meant, applied to a wrong value
+    if chosen is None:
+      chosen = run[0]
+    run.remove(chosen)
+    expected.append(render_step(number, value, *chosen, swap=swap))
+    marks.append(ok)
+    value = _apply(value, *chosen)
+    number += 1
+  for run in pending:
+    for op, b in run:
+      marks.append(False)
+      expected.append(render_step(number, value, op, b))
+      value = _apply(value, op, b)
+      number += 1
+  return marks, expected
 
 
 class ArithChain(SyntheticTask):
@@ -69,7 +196,7 @@ class ArithChain(SyntheticTask):
   def _plan(self, split):
     return [{} for _ in range(self.sizes[split])]
 
-  def draw_chain(self, rng: random.Random) -> tuple[int, list[tuple[str, int]]]:
+  def draw_chain(self, rng: random.Random) -> tuple[int, list[Op]]:
     """A start value and a list of (op, operand), every intermediate value in [0, max_value]."""
     for _ in range(100):
       value = rng.randint(1, self.max_operand)
@@ -102,33 +229,62 @@ class ArithChain(SyntheticTask):
     sentences += [_SENTENCE[op].format(name=name, b=b) for op, b in chain]
     return " ".join(sentences)
 
-  @staticmethod
-  def steps_of(start: int, chain, first_step: int = 1) -> list[Step]:
-    steps, value = [], start
-    for i, (op, b) in enumerate(chain):
-      new = _apply(value, op, b)
-      steps.append(Step(text=f"Step {first_step + i}: {value} {op} {b} = {new}", value=str(new)))
-      value = new
-    return steps
-
   def _draw(self, rng, split, index):
     name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
     start, chain = self.draw_chain(rng)
-    steps = self.steps_of(start, chain)
+    runs = runs_of(chain)
+    steps = reference_path(rng, start, runs, max_value=self.max_value)
     answer = steps[-1].value
     question = f"{self.render(name, obj, start, chain)} How many {obj} does {name} have now?"
     solution = "\n".join([s.text for s in steps] + [f"The answer is {answer}."])
     return Example(id=f"{self.name}/{split}/{index:06d}", question=question, answer=answer,
                    solution=solution, steps=tuple(steps), split=split,
                    meta={"start": start, "chain": [list(c) for c in chain],
+                         "runs": [[list(op) for op in run] for run in runs],
                          "values": [start] + [int(s.value) for s in steps]})
+
+  def _dedupe_key(self, example):
+    return repr(content_key(example.meta["start"], _runs(example.meta["runs"])))
 
   def _is_step_line(self, line):
     return line.startswith("Step")
 
   def _step_key(self, line):
-    m = _STEP_RE.match(line)
-    return None if m is None else (int(m[1]), m[2], int(m[3]), int(m[4]))
+    return parse_step(line)
+
+  def check_steps(self, example: Example, text: str) -> StepReport:
+    lines = self._step_lines(text)
+    marks, expected = check_path(example.meta["start"], _runs(example.meta["runs"]), lines)
+    padded = list(lines) + [""] * (len(marks) - len(lines))
+    return StepReport(marks=tuple(marks), lines=tuple(padded), expected=tuple(expected))
+
+  def verification_rationale(self, example: Example, text: str) -> str:
+    """Step-by-step verification of `text`: each step right, or wrong with a right step for that
+    position (see check_path), then the final answer; without the verdict line (GenRM's prompt
+    appends "Verification: Is the answer correct (Yes/No)?" itself). The wording is ours."""
+    report = self.check_steps(example, text)
+    out = []
+    for i, (ok, line, want) in enumerate(zip(report.marks, report.lines, report.expected)):
+      if not want:
+        out.append(f"{line} is not needed; the solution should have stopped before it.")
+      elif not line:
+        out.append(f"Step {i + 1} is missing; it could be: {want}")
+      elif ok:
+        out.append(f"{line} is correct.")
+      else:
+        out.append(f"{line} is incorrect; it should be: {want}")
+    got = answers.extract_answer_is(text)
+    if got is None:
+      out.append(f"The solution gives no final answer; the answer is {example.answer}.")
+    elif answers.same_plain_answer(got, example.answer):
+      out.append(f"The final answer {got} is correct.")
+    else:
+      out.append(f"The final answer {got} is incorrect; the answer is {example.answer}.")
+    return "\n".join(out)
+
+
+def _runs(meta_runs) -> list[list[Op]]:
+  return [[(op, int(b)) for op, b in run] for run in meta_runs]
 
 
 class CompositionalGSM(ArithChain):
@@ -151,8 +307,9 @@ class CompositionalGSM(ArithChain):
       start1, chain1 = self.draw_chain(rng)
       name2, obj2 = rng.choice(NAMES), rng.choice(OBJECTS)
       _, chain2 = self.draw_chain(rng)
-      steps1 = self.steps_of(start1, chain1)
-      x = int(steps1[-1].value)
+      x = start1
+      for op, b in chain1:
+        x = _apply(x, op, b)
       values = [x]
       for op, b in chain2:
         values.append(_apply(values[-1], op, b))
@@ -160,30 +317,41 @@ class CompositionalGSM(ArithChain):
         break
     else:
       raise ValueError("compositional_gsm: no valid pair found; loosen max_value")
+    runs1, runs2 = runs_of(chain1), runs_of(chain2)
+    # Both parts' reference paths are drawn for every part, so the pair, q1 and q2 tasks consume
+    # the random stream alike and draw the same pairs.
+    steps1 = reference_path(rng, start1, runs1, max_value=self.max_value)
+    steps2 = reference_path(rng, x, runs2, first_step=len(steps1) + 1,
+                            max_value=self.max_value)
     q1 = f"{self.render(name1, obj1, start1, chain1)} How many {obj1} does {name1} have now?"
     q2_with_x = (f"{self.render(name2, obj2, 'X', chain2)} "
                  f"How many {obj2} does {name2} have now?")
     q2_alone = (f"{self.render(name2, obj2, x, chain2)} "
                 f"How many {obj2} does {name2} have now?")
     pair_id = f"{split}/{index:06d}"
-    meta = {"x": x, "q1": q1, "q2": q2_with_x, "q2_substituted": q2_alone, "pair": pair_id}
+    meta = {"x": x, "q1": q1, "q2": q2_with_x, "q2_substituted": q2_alone, "pair": pair_id,
+            "key": repr((content_key(start1, runs1), content_key(0, runs2)))}
     if self.part == "q1":
-      steps = steps1
+      start, runs, steps = start1, runs1, steps1
       question = q1
     elif self.part == "q2":
-      steps = self.steps_of(x, chain2)
+      start, runs = x, runs2
+      steps = [Step(re.sub(r"^Step \d+", f"Step {i + 1}", s.text), s.value)
+               for i, s in enumerate(steps2)]
       question = q2_alone
     else:
-      steps = steps1 + self.steps_of(x, chain2, first_step=len(steps1) + 1)
+      start, runs, steps = start1, runs1 + runs2, steps1 + steps2
       question = f"Let X be the answer to Q1.\nQ1: {q1}\nQ2: {q2_with_x}"
     answer = steps[-1].value
     lines = [s.text for s in steps]
     if self.part == "pair":
       lines.insert(len(steps1), f"So X = {x}.")
     solution = "\n".join(lines + [f"The answer is {answer}."])
+    meta.update(start=start, runs=[[list(op) for op in run] for run in runs])
     return Example(id=f"{self.name}/{self.part}/{pair_id}", question=question, answer=answer,
                    solution=solution, steps=tuple(steps), split=split, meta=meta)
 
   def _dedupe_key(self, example):
-    # The pair, not the shown question, so that "pair", "q1" and "q2" draw the same pairs.
-    return example.meta["q1"] + "\n" + example.meta["q2"]
+    # The pair's content, not the shown question, so that "pair", "q1" and "q2" draw the same
+    # pairs and no two pairs share both chains.
+    return example.meta["key"]

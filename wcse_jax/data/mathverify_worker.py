@@ -1,4 +1,4 @@
-"""Child process of `grading.MathVerifyPool`: compares answers with math-verify, one per line.
+"""Child process of `mathverify.MathVerifyPool`: compares answers with math-verify, one per line.
 
 Run by path (`python -I mathverify_worker.py`), so it imports nothing of wcse_jax. Reads JSON lines
 {"gold": ..., "pred": ...} on stdin and writes {"equal": bool, "error": str | null} on stdout.

@@ -170,7 +170,7 @@ class MATH500(MATH):
 
   def __init__(self, ids_path: str | None = None, **knobs):
     super().__init__(**knobs)
-    self.ids_path = ids_path
+    self.ids_path = ids_path or None  # "" (a config's unset string) means no id list
 
   def _raw_hf(self, split):
     if split == "test":

@@ -26,7 +26,7 @@ import os
 import re
 from typing import Any, Iterable, Iterator, Mapping
 
-from wcse_jax.data.sources import DataError, json_lines
+from wcse_jax.files import DataError, json_lines
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def read_records(source: str | Iterable[str], *, prefix: str = "samples",
     paths = list(source)
   skipped: list[str] = []
   for path in paths:
-    for _, record in json_lines(path, skipped, skip_malformed=skip_malformed):
+    for _, record in json_lines(path, skipped if skip_malformed else None):
       yield record
   if skipped:
     log.warning("skipped %d malformed record line(s); first: %s", len(skipped),

@@ -9,49 +9,17 @@ local-path alternative when the library is missing or the machine is offline.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
+
+from wcse_jax.files import DataError, json_lines
 
 log = logging.getLogger(__name__)
 
 # Every reader stores the record's location ("path:line") under this key, for later messages.
 WHERE = "__where__"
-
-
-class DataError(ValueError):
-  """Bad or unavailable input data; the message names the file, line and field involved."""
-
-
-def _open_text(path: str):
-  if path.endswith(".gz"):
-    return gzip.open(path, "rt", encoding="utf-8")
-  return open(path, "r", encoding="utf-8")
-
-
-def json_lines(path: str, skipped: list[str], *, skip_malformed: bool = False,
-               ) -> Iterator[tuple[int, dict[str, Any]]]:
-  """(line number, record) for each JSON object line of a (possibly gzipped) file.
-
-  A malformed line raises DataError("path:line: ..."), or with skip_malformed=True is appended
-  to `skipped` (as "path:line: reason") so the caller can report the count once."""
-  with _open_text(path) as f:
-    for lineno, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-        if not isinstance(record, dict):
-          raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-      except ValueError as e:
-        reason = f"{path}:{lineno}: malformed JSON line ({e})"
-        if not skip_malformed:
-          raise DataError(reason) from None
-        skipped.append(reason)
-        continue
-      yield lineno, record
 
 
 def read_jsonl(path: str, *, required: Sequence[str] = (),
@@ -60,7 +28,7 @@ def read_jsonl(path: str, *, required: Sequence[str] = (),
   if not os.path.exists(path):
     raise DataError(f"{path}: no such file")
   records, skipped = [], []
-  for lineno, record in json_lines(path, skipped, skip_malformed=skip_malformed):
+  for lineno, record in json_lines(path, skipped if skip_malformed else None):
     check_fields(record, required, f"{path}:{lineno}")
     record[WHERE] = f"{path}:{lineno}"
     records.append(record)

@@ -20,6 +20,8 @@ which is our choice: the paper's programmatic solution format is not specified):
   The answer is apple river stone.
 
 Default sizes follow GenRM: 350 train problems per length for last-letter, 4096 for sorting.
+Problems are deduplicated by content across all splits: the ordered word list for last-letter
+concatenation, the sorted word list for sorting (two orders of the same words share the answer).
 """
 from __future__ import annotations
 
@@ -81,12 +83,18 @@ class _WordListTask(SyntheticTask):
                    solution=solution, steps=tuple(steps), split=split,
                    meta={"words": list(words), "length": length})
 
+  def _dedupe_key(self, example):
+    return " ".join(self._content(example.meta["words"]))
+
 
 class LastLetterConcat(_WordListTask):
   """Concatenate the last letters of a list of words."""
   name = "last_letter_concat"
   default_test_lengths = (6,)
   default_train_per_length = 350
+
+  def _content(self, words):
+    return words  # the order matters: it is the answer's order
 
   def _render(self, words):
     question = (f'Take the last letters of the words in "{" ".join(words)}" '
@@ -112,6 +120,9 @@ class WordSorting(_WordListTask):
   name = "word_sorting"
   default_test_lengths = (5,)
   default_train_per_length = 4096
+
+  def _content(self, words):
+    return sorted(words)  # any order of the same words has the same answer
 
   def _render(self, words):
     question = f"Sort the following words alphabetically: List: {' '.join(words)}"

@@ -48,6 +48,62 @@ def bars_with_intervals(path: str, bars: Mapping[str, bootstrap.Interval], *, ti
   return _save(figure, path)
 
 
+def curves_vs_compute(path: str, curves: Mapping[str, Mapping[float, float]], *,
+                      budgets: Mapping[str, float], title: str, ylabel: str) -> str:
+  """One line per name over compute (x = FLOPs per problem, log axis), with a vertical line at
+  each named budget, so compute-matched points stand at the same x; writes `path`."""
+  figure = Figure(figsize=(6.5, 4), dpi=120)
+  ax = figure.add_subplot()
+  for name, curve in curves.items():
+    xs = sorted(curve)
+    ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=3, label=name)
+  for name, x in budgets.items():
+    ax.axvline(x, color="gray", linestyle=":", linewidth=1)
+    ax.annotate(f"{name} budget", (x, 0), xycoords=("data", "axes fraction"), rotation=90,
+                fontsize=7, color="gray", va="bottom", ha="right")
+  ax.set_xscale("log")
+  ax.set(title=title, xlabel="sampling FLOPs per problem", ylabel=ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  return _save(figure, path)
+
+
+def grouped_bars(path: str, groups: Mapping[str, Mapping[str, bootstrap.Interval]], *,
+                 title: str, ylabel: str, baseline: str | None = None) -> str:
+  """Bars with intervals grouped by the outer key, one bar per inner key (side by side); the
+  inner key `baseline`, when present, is drawn as a horizontal mark across its group instead
+  of a bar (e.g. a student's accuracy before fine-tuning); writes `path`."""
+  names = sorted({n for bars in groups.values() for n in bars if n != baseline})
+  width = 0.8 / max(len(names), 1)
+  figure = Figure(figsize=(max(5, 1.8 * len(groups) + 2), 4), dpi=120)
+  ax = figure.add_subplot()
+  colors = ["tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple"]
+  confidence = 0.95
+  for j, name in enumerate(names):
+    xs, values, errors = [], [], [[], []]
+    for i, bars in enumerate(groups.values()):
+      if name in bars:
+        interval = bars[name]
+        confidence = interval.confidence
+        xs.append(i - 0.4 + width * (j + 0.5))
+        values.append(interval.value)
+        errors[0].append(interval.value - interval.low)
+        errors[1].append(interval.high - interval.value)
+    ax.bar(xs, values, width=width * 0.9, yerr=errors, capsize=3, label=f"{name} data",
+           color=colors[j % len(colors)], alpha=0.85)
+  if baseline is not None:
+    for i, bars in enumerate(groups.values()):
+      if baseline in bars:
+        ax.hlines(bars[baseline].value, i - 0.45, i + 0.45, colors="black", linestyles="--",
+                  label=baseline if i == 0 else None)
+  ax.set_xticks(range(len(groups)), list(groups), rotation=10)
+  ax.set(title=title, ylabel=f"{ylabel} ({confidence:.0%} bootstrap CI)")
+  ax.title.set_fontsize(9)
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(fontsize=8)
+  return _save(figure, path)
+
+
 def _save(figure: Figure, path: str) -> str:
   FigureCanvasAgg(figure)
   figure.tight_layout()

@@ -7,9 +7,9 @@ parameters); structurally it differs where pod-scale training needs it:
 - the pair block can be rematerialised with a named policy (`remat_policy`); the attention
   core (attention.py) has a flash-style backward pass whose small residuals those policies save;
 - every parameter and the main activations carry logical axis names (see wcse_jax/parallel.py);
-- the KV cache keeps only the window on local layers (a ring buffer) and the full length on
-  global layers, one buffer per layer, keys stored as [.., head_dim, time] and values as
-  [.., time, head_dim]: the layouts the attention matmuls read, so a decode step copies no cache;
+- the KV cache (cache.py) keeps only the window on local layers (a ring buffer) and the full
+  length on global layers, one buffer per layer, keys stored as [.., head_dim, time] and values
+  as [.., time, head_dim]: the layouts the attention matmuls read, so a decode step copies none;
 - with a cache (prefill and decode steps) the layer pairs run as a Python loop over static
   slices of the stacked parameters, like the reference's unrolled layers. (Inside the scan, the
   dynamic layer index made XLA copy every layer's cache out of a stacked buffer at every step.)
@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from wcse_jax import parallel
 from wcse_jax.models import attention as attention_lib
+from wcse_jax.models import cache as cache_lib
 from wcse_jax.models import project as project_lib
 from wcse_jax.models.attention import attend
 from wcse_jax.models.presets import Gemma2Config
@@ -59,86 +60,6 @@ def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str
 
 def _constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
   return parallel.constrain(x, axes)
-
-
-@flax.struct.dataclass
-class Cache:
-  """Decoding state shared by all layers.
-
-  local_k / local_v: one buffer per (local, global) pair, [B, kv_heads, head_dim, W] keys and
-  [B, kv_heads, W, head_dim] values, ring buffers of W = min(sliding_window, length) slots;
-  global_k / global_v: the same with S time slots. Keys are kept transposed (time last): that is
-  the layout the query-key matmul reads. *_pos: [B, W] and [B, S], the position held in each slot,
-  -1 when empty; index: the next time step (slot S is the cache end: the caller must stop before
-  it).
-  """
-  local_k: tuple[jax.Array, ...]
-  local_v: tuple[jax.Array, ...]
-  global_k: tuple[jax.Array, ...]
-  global_v: tuple[jax.Array, ...]
-  local_pos: jax.Array
-  global_pos: jax.Array
-  index: jax.Array
-
-  @property
-  def length(self) -> int:
-    return self.global_pos.shape[1]
-
-  @property
-  def window(self) -> int:
-    return self.local_pos.shape[1]
-
-  def repeat(self, n: int) -> "Cache":
-    """Each row repeated n times (row i -> rows i*n .. i*n+n-1): N samples share one prefill."""
-    return jax.tree.map(lambda a: a if a.ndim == 0 else jnp.repeat(a, n, axis=0), self)
-
-
-def init_cache(config: Gemma2Config, batch: int, length: int, dtype: Any = jnp.float32) -> Cache:
-  """An empty cache for `batch` rows and `length` time steps."""
-  window = min(config.sliding_window, length)
-  per_pair = lambda *shape: tuple(jnp.zeros((batch, config.num_kv_heads) + shape, dtype)
-                                  for _ in range(config.num_layers // 2))
-  h = config.head_dim
-  return Cache(
-      local_k=per_pair(h, window), local_v=per_pair(window, h),
-      global_k=per_pair(h, length), global_v=per_pair(length, h),
-      local_pos=jnp.full((batch, window), -1, jnp.int32),
-      global_pos=jnp.full((batch, length), -1, jnp.int32),
-      index=jnp.zeros((), jnp.int32))
-
-
-def _ring_slots(index: jax.Array, num_new: int, size: int) -> tuple[int, jax.Array]:
-  """Which of the new steps land in a ring of `size` slots (only the last `size` can) and where."""
-  keep = min(num_new, size)
-  slots = (index + num_new - keep + jnp.arange(keep)) % size
-  return keep, slots
-
-
-def _write_ring(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
-  """Writes new[:, -keep:] into the ring `buf` ([B, W, ...]) at time steps index.. ."""
-  keep, slots = _ring_slots(index, new.shape[1], buf.shape[1])
-  return buf.at[:, slots].set(new[:, new.shape[1] - keep:].astype(buf.dtype))
-
-
-def _write_linear(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
-  start = (0, index) + (0,) * (buf.ndim - 2)
-  return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
-
-
-def _write_kv(buf: jax.Array, new: jax.Array, index: jax.Array, ring: bool,
-              time_axis: int) -> jax.Array:
-  """Writes new (time on `time_axis`) into a layer's cache buffer at time steps index.. (modulo
-  the buffer's length when `ring`). Only the written slots are touched, so inside a decode loop
-  the update happens in place rather than as a copy of the whole buffer every step."""
-  steps = new.shape[time_axis]
-  if ring:
-    keep, slots = _ring_slots(index, steps, buf.shape[time_axis])
-    chunk = jax.lax.slice_in_dim(new, steps - keep, steps, axis=time_axis)
-    where = (slice(None),) * time_axis + (slots,)
-    return buf.at[where].set(chunk.astype(buf.dtype))
-  start = [0] * buf.ndim
-  start[time_axis] = index
-  return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
@@ -208,8 +129,8 @@ class Attention(nn.Module):
     key_pos, key_seg = positions, segment_ids
     if kv is not None:
       # kv: this layer's (keys, values) cache buffers.
-      new_kv = (_write_kv(kv[0], keys, index, self.local, time_axis=3),
-                _write_kv(kv[1], values, index, self.local, time_axis=2))
+      new_kv = (cache_lib.write_kv(kv[0], keys, index, self.local, time_axis=3),
+                cache_lib.write_kv(kv[1], values, index, self.local, time_axis=2))
       if self.local and x.shape[1] > 1:
         # A chunk longer than one step may overwrite ring slots its own earlier queries still
         # need, so attend over (old ring ++ chunk) and only then keep the ring's last W steps.
@@ -219,7 +140,7 @@ class Attention(nn.Module):
       else:
         keys, values = (a.astype(self.dtype) for a in new_kv)
         # The caller passes global positions already updated; the ring's are updated here.
-        key_pos = _write_ring(kv_pos, positions, index) if self.local else kv_pos
+        key_pos = cache_lib.write_ring(kv_pos, positions, index) if self.local else kv_pos
       key_seg = None
 
     b, t, n, h = q.shape
@@ -307,7 +228,7 @@ class PairBlock(nn.Module):
 @flax.struct.dataclass
 class Output:
   logits: jax.Array  # [B, L, vocab], float32
-  cache: Cache | None
+  cache: cache_lib.Cache | None
   hidden: jax.Array | None  # [B, L, embed] after the final norm, when asked for
 
 
@@ -327,7 +248,7 @@ class Gemma2(nn.Module):
   @nn.compact
   def __call__(self, tokens: jax.Array, positions: jax.Array, *,
                segment_ids: jax.Array | None = None,
-               cache: Cache | None = None, return_hidden: bool = False) -> Output:
+               cache: cache_lib.Cache | None = None, return_hidden: bool = False) -> Output:
     """Runs the decoder.
 
     Args:
@@ -367,7 +288,7 @@ class Gemma2(nn.Module):
         raise ValueError("initialize the model without a cache (init_params does)")
       index = cache.index
       # Global layers attend over the cache after writing; they need the new positions already.
-      global_pos = _write_linear(cache.global_pos, positions, index)
+      global_pos = cache_lib.write_linear(cache.global_pos, positions, index)
       # A Python loop over static slices of the stacked weights (see the module docstring).
       pair = PairBlock(cfg, self.dtype, self.param_dtype, parent=None)
       buffers = []
@@ -379,8 +300,8 @@ class Gemma2(nn.Module):
                            global_pos, index)
         buffers.append(kv)
       lk, lv, gk, gv = (tuple(b) for b in zip(*buffers))
-      new_cache = Cache(lk, lv, gk, gv, _write_ring(cache.local_pos, positions, index), global_pos,
-                        index + tokens.shape[1])
+      local_pos = cache_lib.write_ring(cache.local_pos, positions, index)
+      new_cache = cache_lib.Cache(lk, lv, gk, gv, local_pos, global_pos, index + tokens.shape[1])
     x = RMSNorm(self.param_dtype, name="final_norm")(x)
 
     logits = embedding.decode(x)
@@ -440,5 +361,5 @@ def default_positions(tokens: jax.Array, pad_id: int = 0) -> jax.Array:
   return jnp.where(valid, jnp.cumsum(valid, axis=-1) - 1, -1).astype(jnp.int32)
 
 
-__all__ = ["Gemma2", "Cache", "Output", "init_cache", "make_model", "abstract_params",
+__all__ = ["Gemma2", "Output", "make_model", "abstract_params",
            "init_params", "forward", "default_positions", "apply_rope", "REMAT_POLICIES"]

@@ -43,8 +43,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, PartitionSpec
 
 from wcse_jax import parallel
+from wcse_jax.models import cache as cache_lib
 from wcse_jax.models import gemma2
 from wcse_jax.sampling import flops as flops_lib
+from wcse_jax.sampling.buckets import pow2
 from wcse_jax.sampling.choosers import Chooser, Greedy
 from wcse_jax.sampling.stops import StopMatcher
 
@@ -79,7 +81,7 @@ class SampleOutput:
 @flax.struct.dataclass
 class _State:
   """The decode loop's carry (rows = prompts x samples); donated between the two jitted stages."""
-  cache: gemma2.Cache
+  cache: cache_lib.Cache
   tokens: jax.Array  # [rows, T] int32
   logprobs: jax.Array  # [rows, T] float32
   last: jax.Array  # [rows] int32, the token fed at the next step
@@ -93,27 +95,12 @@ class _State:
   max_new: jax.Array  # [] int32
 
 
-def _pow2(n: int) -> int:
-  return 1 << max(int(n) - 1, 0).bit_length()
-
-
 def _rows(x: jax.Array) -> jax.Array:
   """Constrains a [rows, ...] array to the batch sharding (rows over the data axes)."""
   return parallel.constrain(x, ("batch",) + (None,) * (x.ndim - 1))
 
 
-def _constrain_cache(cache: gemma2.Cache) -> gemma2.Cache:
-  k = lambda bufs: tuple(parallel.constrain(a, ("batch", "kv_heads", "head_dim", "cache_length"))
-                        for a in bufs)
-  v = lambda bufs: tuple(parallel.constrain(a, ("batch", "kv_heads", "cache_length", "head_dim"))
-                        for a in bufs)
-  pos = lambda a: parallel.constrain(a, ("batch", "cache_length"))
-  return cache.replace(local_k=k(cache.local_k), local_v=v(cache.local_v),
-                       global_k=k(cache.global_k), global_v=v(cache.global_v),
-                       local_pos=pos(cache.local_pos), global_pos=pos(cache.global_pos))
-
-
-def _last_logits(model: gemma2.Gemma2, params: Any, hidden: jax.Array) -> jax.Array:
+def head_logits(model: gemma2.Gemma2, params: Any, hidden: jax.Array) -> jax.Array:
   """The model's output head on the last position only.
 
   The model's forward computes logits at every position ([B, P, vocab]; for a 256k vocabulary
@@ -161,10 +148,10 @@ def _prefill(model: gemma2.Gemma2, chooser: Chooser, eos_ids: tuple[int, ...], p
   batch, bucket = tokens.shape
   positions = jnp.arange(bucket)[None, :] - (bucket - prompt_lengths)[:, None]
   positions = jnp.where(positions >= 0, positions, -1).astype(jnp.int32)
-  cache = _constrain_cache(gemma2.init_cache(model.config, batch, cache_size, model.dtype))
+  cache = cache_lib.constrain(cache_lib.init_cache(model.config, batch, cache_size, model.dtype))
   out = gemma2.forward(model, params, _rows(tokens), _rows(positions), cache=cache,
                        return_hidden=True)
-  logits = _last_logits(model, params, out.hidden[:, -1])
+  logits = head_logits(model, params, out.hidden[:, -1])
 
   # N samples share one prefill: repeat the cache and the last logits, row i -> i*N .. i*N+N-1.
   repeat = lambda x: _rows(jnp.repeat(x, num_samples, axis=0))
@@ -174,7 +161,7 @@ def _prefill(model: gemma2.Gemma2, chooser: Chooser, eos_ids: tuple[int, ...], p
   keys = jax.vmap(lambda p, j: jax.random.fold_in(jax.random.fold_in(base, p), j))(
       repeat(prompt_ids), sample_index)
   state = _State(
-      cache=_constrain_cache(out.cache.repeat(num_samples)),
+      cache=cache_lib.constrain(out.cache.repeat(num_samples)),
       tokens=_rows(jnp.full((rows, out_len), pad_id, jnp.int32)),
       logprobs=_rows(jnp.zeros((rows, out_len), jnp.float32)),
       last=jnp.zeros((rows,), jnp.int32), positions=repeat(prompt_lengths).astype(jnp.int32),
@@ -195,7 +182,7 @@ def _decode(model: gemma2.Gemma2, chooser: Chooser, eos_ids: tuple[int, ...], pa
 
   def step(s: _State) -> _State:
     out = gemma2.forward(model, params, s.last[:, None], s.positions[:, None], cache=s.cache)
-    s = s.replace(cache=_constrain_cache(out.cache), positions=s.positions + 1)
+    s = s.replace(cache=cache_lib.constrain(out.cache), positions=s.positions + 1)
     return _choose_and_record(s, out.logits[:, 0], chooser, stop_table, eos_ids, pad_id)
 
   state = jax.lax.while_loop(running, step, state)
@@ -281,10 +268,10 @@ class Sampler:
     lengths = np.array([len(p) for p in prompts], np.int32)
 
     count, longest = _agree_max(len(prompts), lengths.max())
-    bucket = min(max(_pow2(longest), _MIN_BUCKET), self.cache_length)
+    bucket = min(max(pow2(longest), _MIN_BUCKET), self.cache_length)
     dp_local = max(self.data_parallel // jax.process_count(), 1)
-    batch = -(-_pow2(count) // dp_local) * dp_local
-    out_len = _pow2(max_new_tokens)
+    batch = -(-pow2(count) // dp_local) * dp_local
+    out_len = pow2(max_new_tokens)
     cache_size = min(self.cache_length, bucket + out_len)
 
     tokens = np.full((batch, bucket), self.pad_id, np.int32)

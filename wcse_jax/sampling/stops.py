@@ -25,6 +25,8 @@ from typing import Hashable, Protocol, Sequence
 
 import numpy as np
 
+from wcse_jax.sampling.buckets import pow2
+
 
 class Tokenizer(Protocol):
   """The tokenizer interface the sampling package relies on (see wcse_jax/tokenizer.py)."""
@@ -106,7 +108,7 @@ class StopMatcher:
         raise ValueError(f"stop token sequence {s} has ids {bad} outside the vocabulary "
                          f"[0, {vocab_size})")
     automaton = _Automaton(sequences)
-    table = np.zeros((_pow2(automaton.num_states), vocab_size), np.int32)
+    table = np.zeros((pow2(automaton.num_states), vocab_size), np.int32)
     for t in {t for s in sequences for t in s}:
       table[:automaton.num_states, t] = [automaton.run(q, (t,))
                                          for q in range(automaton.num_states)]
@@ -122,7 +124,7 @@ class StopMatcher:
     n = automaton.num_states
     alphabet = "".join(sorted({c for s in stops for c in s}))
     foreign = re.compile(f"[^{re.escape(alphabet)}]")
-    table = np.zeros((_pow2(n), vocab_size), np.int32)
+    table = np.zeros((pow2(n), vocab_size), np.int32)
     for t, text in enumerate(token_texts(tokenizer, vocab_size)):
       if text is None:
         continue  # Unknown text: back to the start state, no match (column of zeros).
@@ -161,10 +163,6 @@ def first_stop(text: str, stops: Sequence[str]) -> int | None:
   """Index of the earliest occurrence of any stop string in `text`, or None."""
   found = [i for i in (text.find(s) for s in stops) if i >= 0]
   return min(found) if found else None
-
-
-def _pow2(n: int) -> int:
-  return 1 << max(n - 1, 0).bit_length()
 
 
 __all__ = ["StopMatcher", "Tokenizer", "token_texts", "first_stop"]

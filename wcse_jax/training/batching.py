@@ -8,9 +8,12 @@ An example is {"tokens": ids, "loss_weight": per-token weights (same length; def
   model keep apart.
 The last batch of a stream is completed with empty rows (weight 0), never dropped. An example
 longer than `length` is an error (truncating it would silently train on a cut completion).
+`epochs` is the endless SFT stream: epoch e is the examples shuffled by seed + e, packed, so the
+stream is a deterministic function of (examples, seed) and a resumed run sees the same batches.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -94,4 +97,13 @@ def batches(examples: Iterable[Mapping], rows: int, length: int, *,
     yield batch
 
 
-__all__ = ["completion_example", "pad_rows", "batches"]
+def epochs(examples: Sequence[Mapping], rows: int, length: int, seed: int) -> Iterator[dict]:
+  """Endless packed batches over shuffled epochs of `examples` (see the module docstring)."""
+  if not examples:
+    raise ValueError("no training examples (did the filter keep nothing?)")
+  for epoch in itertools.count():
+    order = np.random.default_rng(seed + epoch).permutation(len(examples))
+    yield from batches((examples[i] for i in order), rows, length)
+
+
+__all__ = ["completion_example", "pad_rows", "batches", "epochs"]

@@ -14,17 +14,30 @@ from typing import Mapping
 
 import jax
 
+from wcse_jax.files import read_jsonl
+
 
 class MetricWriter:
-  """`write(step, {name: float})` appends to <directory>/metrics.jsonl and the TB events there."""
+  """`write(step, {name: float})` appends to <directory>/metrics.jsonl and the TB events there.
 
-  def __init__(self, directory: str, tensorboard: bool = True):
+  resume_step: the step a resumed run restarts after; records of later steps left in
+  metrics.jsonl by the interrupted run are dropped (the resumed run writes them again), so every
+  step appears once. TensorBoard shows the newest value of a step anyway.
+  """
+
+  def __init__(self, directory: str, tensorboard: bool = True, resume_step: int | None = None):
     self.active = jax.process_index() == 0
     self._jsonl = self._events = None
     if not self.active:
       return
     os.makedirs(directory, exist_ok=True)
-    self._jsonl = open(os.path.join(directory, "metrics.jsonl"), "a")
+    path = os.path.join(directory, "metrics.jsonl")
+    if resume_step is not None and os.path.exists(path):
+      kept = [r for r in read_jsonl(path) if r["step"] <= resume_step]
+      with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+      os.replace(path + ".tmp", path)
+    self._jsonl = open(path, "a")
     if tensorboard:
       from tensorboard.compat.proto import event_pb2
       from tensorboard.summary.writer.record_writer import RecordWriter
@@ -54,9 +67,4 @@ class MetricWriter:
       self._events.close()
 
 
-def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-__all__ = ["MetricWriter", "read_jsonl"]
+__all__ = ["MetricWriter"]

@@ -134,17 +134,27 @@ def default_config() -> ml_collections.ConfigDict:
   c.rounding = "floor"  # S_WC = floor(ratio·S_SE) (never above SE cost) or "nearest".
   c.se_samples = (1, 10)  # SE samples per problem at each budget.
   c.budget_names = ("low", "high")  # One name per entry of se_samples.
+  c.probe_problems = 16  # Problems of the FLOPs-per-token probe (mode "flops_per_token").
   c.se = ml_collections.ConfigDict()
   c.se.name = "gemma2_27b"  # Strong-expensive model.
   c.se.params = 27e9  # Nominal, as in the paper (exact: 27,227,718,144).
-  c.se.flops_per_token = 0.0  # Measured by the sampler; 0 = unknown.
+  # Sampling FLOPs per generated token; 0 with mode "flops_per_token": measured by the sample
+  # stage on a short probe (probe_problems problems, one sample each) before it plans.
+  c.se.flops_per_token = 0.0
   c.se.price_per_token = 0.0  # Price per output token; 0 = unknown.
   c.wc = ml_collections.ConfigDict()
   c.wc.name = "gemma2_9b"  # Weak-cheap model.
   c.wc.params = 9e9  # Nominal, as in the paper (exact: 9,242,164,736).
-  c.wc.flops_per_token = 0.0  # Measured by the sampler; 0 = unknown.
+  c.wc.flops_per_token = 0.0  # As for se.
   c.wc.price_per_token = 0.0  # Price per output token; 0 = unknown.
   return c
+
+
+def plan_from_dict(d: Mapping) -> SamplingPlan:
+  """The plan `SamplingPlan.to_dict()` wrote (e.g. the sample stage's plan.json)."""
+  return SamplingPlan(se=ModelCost(**d["se"]), wc=ModelCost(**d["wc"]), mode=d["mode"],
+                      rounding=d["rounding"], ratio=float(d["ratio"]),
+                      budgets=tuple(Budget(**b) for b in d["budgets"]))
 
 
 def plan_from_config(cfg: ml_collections.ConfigDict,

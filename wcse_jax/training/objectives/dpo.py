@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from wcse_jax.models import gemma2
-from wcse_jax.training.objectives import LossOut, register
+from wcse_jax.training.objectives.base import LossOut, register
 from wcse_jax.training.objectives.weighted_nll import shift_targets, token_nll
 
 

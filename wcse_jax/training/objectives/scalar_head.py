@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wcse_jax.models import gemma2, heads
-from wcse_jax.training.objectives import LossOut, register
+from wcse_jax.training.objectives.base import LossOut, register
 
 LOSSES = ("bce", "hl_gauss")
 

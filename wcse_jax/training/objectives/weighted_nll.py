@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from wcse_jax.models import gemma2
-from wcse_jax.training.objectives import LossOut, register
+from wcse_jax.training.objectives.base import LossOut, register
 
 
 def shift_targets(tokens: jax.Array, positions: jax.Array, weight: jax.Array,

@@ -5,11 +5,10 @@ import pytest
 from wcse_jax import parallel
 from wcse_jax.data import prompts, tasks
 from wcse_jax.models import gemma2, presets
-from wcse_jax.models.loading import LoadedModel
-from wcse_jax.sampling.choosers import Greedy
-from wcse_jax.sampling.sampler import Sampler
+from wcse_jax.loading import LoadedModel
+from wcse_jax.sampling.text import TextSampler
 from wcse_jax.tokenizer import train_tokenizer
-from wcse_jax.wcse import judge
+from wcse_jax.verifiers import llm_judge as judge
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def judge_model(tmp_path_factory):
   params = gemma2.init_params(model, jax.random.key(0))
   mesh = parallel.make_mesh((1, 1, 1), devices=jax.devices()[:1])
   loaded = LoadedModel("judge", config, model, params, tok)
-  return loaded, Sampler(model, mesh, eos_ids=(tok.eos_id,), pad_id=tok.pad_id, cache_length=512)
+  return loaded, TextSampler(model, tok, mesh=mesh, cache_length=512)
 
 
 def test_only_correct_unjudged_records_are_judged(judge_model):
@@ -33,17 +32,24 @@ def test_only_correct_unjudged_records_are_judged(judge_model):
   questions = {f"p{i}": f"What is {i} + 1?" for i in range(3)}
   n = judge.judge_reasoning(loaded, sampler, recs, questions, max_records=3, seed=0)
   judged = [r for r in recs if "judged_by" in r]
-  assert n == len(judged) == 3
+  assert len(judged) == 3
+  assert n == sum(r["steps_valid"] is not None for r in judged)
   assert all(r["correct"] and r["sample_index"] != 4 for r in judged)
   assert recs[4]["steps_valid"] is True and "judged_by" not in recs[4]
   assert all(r["steps_valid"] is None for r in recs if not r["correct"])
-  # The verdict is the judge's own greedy answer to the prompt.
-  tok = loaded.tokenizer
+  # The verdict is the judge's own greedy answer to the prompt; anything but yes/no is unjudged.
   for r in judged:
     prompt = judge.PROMPT.format(question=questions[r["problem_id"]], solution=r["text"])
-    out = sampler.sample(loaded.params, [tok.encode(prompt, add_bos=True)], 1, 4, chooser=Greedy())
-    text = tok.decode(out.tokens[0, 0, :out.lengths[0, 0]].tolist())
-    assert r["steps_valid"] == text.strip().lower().startswith("yes")
+    (text,), = sampler(loaded.params, [prompt], 1, 4).texts
+    assert r["judge_verdict"] == text
+    assert r["steps_valid"] == judge.parse_verdict(text)
+
+
+@pytest.mark.parametrize("text,verdict", [(" Yes", True), ("yes, every step", True),
+                                          ("No.", False), (" NO", False), ("", None),
+                                          ("Maybe", None), ("Yesterday", None), ("Nope", None)])
+def test_verdicts_other_than_yes_or_no_stay_unjudged(text, verdict):
+  assert judge.parse_verdict(text) is verdict
 
 
 def test_judged_subset_is_seeded(judge_model):

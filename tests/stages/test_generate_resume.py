@@ -1,16 +1,15 @@
-"""The sample stage's generator resumes after a kill: it fills in exactly the missing
+"""The toolkit's generator (the sample stage's) resumes after a kill: it fills in exactly the missing
 (problem, sample) records, never repeats one, and ends with the records of an uninterrupted run."""
 import jax
 import pytest
 
 from wcse_jax import parallel
 from wcse_jax.data import prompts, records, tasks
+from wcse_jax.loading import LoadedModel
 from wcse_jax.models import gemma2, presets
-from wcse_jax.models.loading import LoadedModel
 from wcse_jax.sampling.choosers import Temperature
-from wcse_jax.sampling.sampler import Sampler
+from wcse_jax.stages import common
 from wcse_jax.tokenizer import train_tokenizer
-from wcse_jax.wcse import generate
 
 SAMPLES = 3
 
@@ -25,15 +24,14 @@ def setup(tmp_path_factory):
   model = gemma2.make_model(config)
   loaded = LoadedModel("m", config, model, gemma2.init_params(model, jax.random.key(0)), tok)
   mesh = parallel.make_mesh((1, 1, 1), devices=jax.devices()[:1])
-  sampler = Sampler(model, mesh, eos_ids=(tok.eos_id,), pad_id=tok.pad_id, cache_length=256)
-  return loaded, sampler, task, task.examples("train")[:5]
+  return loaded, mesh, task, task.examples("train")[:5]
 
 
 def _solve(setup, out_dir, examples, batch_prompts):
-  loaded, sampler, task, _ = setup
-  return generate.solve(loaded, sampler, task, examples, str(out_dir), num_samples=SAMPLES,
-                        max_new_tokens=12, chooser=Temperature(1.0), seed=3,
-                        batch_prompts=batch_prompts)
+  loaded, mesh, task, _ = setup
+  sampler = common.text_sampler(loaded, mesh, cache_length=256, batch_size=batch_prompts)
+  return common.generate(loaded, sampler, task, examples, str(out_dir), num_samples=SAMPLES,
+                         max_new_tokens=12, chooser=Temperature(1.0), seed=3)
 
 
 def _by_key(directory):

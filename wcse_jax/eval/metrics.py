@@ -1,13 +1,16 @@
-"""Quality of sampled data, from sample records: coverage@k, diversity@k, false positives, maj@k.
+"""Metrics from graded sample records: coverage@k, diversity@k, false positives, maj@k, costs.
 
 papers.md §1(b)5. A record is a plain dict with at least `problem_id`, `sample_index`, `model`,
 `text`, `answer` (extracted; str or None), `correct` (bool), `steps_valid` (bool, or None when no
-judge saw the reasoning) and `flops`. The functions take one model's records in any order and any
-iterable; `split_by_model` separates a mixed list. Nothing here knows where records come from.
+judge saw the reasoning) and `flops`; optionally `answer_key` (the grader's canonical form of the
+answer, which majority votes use) and `tokens`. The functions take one model's records in any
+order and any iterable; `split_by_model` separates a mixed list. Nothing here knows where records
+come from or which experiment they belong to.
 
 Every @k metric is the exact expectation over k samples drawn without replacement from the whole
 pool of n samples per problem (papers.md §1(e): sample once, subsample for every k), so k runs
-from 1 to the smallest pool.
+from 1 to the smallest pool. Every metric keeps its per-problem terms, so `paired_difference`
+can bootstrap a difference between two models over the same resampled problems.
 """
 from __future__ import annotations
 
@@ -85,6 +88,7 @@ class FalsePositiveRate:
   judged: int
   unjudged: int
   per_problem: np.ndarray
+  problem_ids: tuple[Any, ...] = ()
 
   @property
   def rate(self) -> float:
@@ -138,14 +142,15 @@ def coverage(records: Iterable[Record], ks: Sequence[int] | None = None) -> Curv
   pass@1 is the mean per-problem accuracy, which is also how fine-tuned students are scored.
   """
   grouped = pools(records)
-  ks = _ks(grouped, ks)
+  ks = pool_ks(grouped, ks)
   rows = [passk.pass_at_k(len(p), sum(bool(r["correct"]) for r in p), np.array(ks))
           for p in grouped.values()]
-  return _curve("coverage", grouped, ks, np.array(rows), np.ones((len(rows), len(ks))))
+  return make_curve("coverage", grouped, ks, np.array(rows), np.ones((len(rows), len(ks))))
 
 
 def diversity(records: Iterable[Record], ks: Sequence[int] | None = None,
-              uniqueness: str | Callable[[Record], Hashable] = "normalized_text") -> Curve:
+              uniqueness: str | Callable[[Record], Hashable] = "normalized_text",
+              solved_by: str = "correct") -> Curve:
   """diversity@k: expected number of unique correct solutions per solved problem among k drawn.
 
   In a pool of n whose correct solutions fall into unique classes of sizes m_j, k draws without
@@ -158,18 +163,31 @@ def diversity(records: Iterable[Record], ks: Sequence[int] | None = None,
   Args:
     uniqueness: a name in UNIQUENESS or a function record -> hashable key; correct records with
       equal keys count once. State it in any report (describe_uniqueness).
+    solved_by: which solutions count: "correct" (the final answer is right, as the paper's
+      filter keeps them) or "steps_valid" (right answer and every step right: the solutions
+      whose reasoning differs for real, not by a false positive). With "steps_valid", records
+      whose steps nobody judged (steps_valid None) make the metric undefined: a ValueError.
   """
   key_fn = uniqueness_key(uniqueness)
-  grouped = pools(records, keys=("correct", "text", "answer"))
-  ks = np.array(_ks(grouped, ks))
+  if solved_by not in ("correct", "steps_valid"):
+    raise ValueError(f"solved_by must be 'correct' or 'steps_valid', got {solved_by!r}")
+  grouped = pools(records, keys=("correct", "text", "answer") + (
+      ("steps_valid",) if solved_by == "steps_valid" else ()))
+  if solved_by == "steps_valid" and any(r["correct"] and r["steps_valid"] is None
+                                        for pool in grouped.values() for r in pool):
+    raise ValueError("diversity over step-valid solutions needs every correct record's "
+                     "steps_valid judged; some are None")
+  counts = ((lambda r: r["correct"]) if solved_by == "correct"
+            else (lambda r: r["correct"] and r["steps_valid"]))
+  ks = np.array(pool_ks(grouped, ks))
   expected_unique, solved = [], []
   for pool in grouped.values():
-    classes = collections.Counter(key_fn(r) for r in pool if r["correct"])
+    classes = collections.Counter(key_fn(r) for r in pool if counts(r))
     sizes = np.array(list(classes.values()), dtype=np.int64)
     expected_unique.append(passk.pass_at_k(len(pool), sizes[:, None], ks[None, :]).sum(axis=0)
                            if len(sizes) else np.zeros(len(ks)))
     solved.append(passk.pass_at_k(len(pool), int(sizes.sum()), ks))
-  return _curve("diversity", grouped, tuple(ks.tolist()), np.array(expected_unique),
+  return make_curve("diversity", grouped, tuple(ks.tolist()), np.array(expected_unique),
                 np.array(solved))
 
 
@@ -177,19 +195,21 @@ def majority_vote(records: Iterable[Record], ks: Sequence[int] | None = None) ->
   """maj@k: mean over problems of the exact probability that majority vote over k is correct.
 
   Votes: all correct samples vote for the one correct answer (the grader found each equivalent to
-  the gold answer); wrong samples vote by their extracted `answer` string; samples without an
-  answer abstain. Ties are broken uniformly (passk.majority_at_k).
+  the gold answer); wrong samples vote by their `answer_key` (the grader's canonical form, so
+  "\\frac{1}{2}", "\\dfrac{1}{2}" and "0.5" are one wrong answer), or by the extracted `answer`
+  string when the records carry no key; samples without an answer abstain. Ties are broken
+  uniformly (passk.majority_at_k).
   """
   grouped = pools(records, keys=("correct", "answer"))
-  ks = _ks(grouped, ks)
+  ks = pool_ks(grouped, ks)
   rows = []
   for pool in grouped.values():
-    wrong = collections.Counter(r["answer"] for r in pool
+    wrong = collections.Counter(r.get("answer_key", r["answer"]) for r in pool
                                 if not r["correct"] and r["answer"] is not None)
     correct = sum(bool(r["correct"]) for r in pool)
     abstain = sum(1 for r in pool if not r["correct"] and r["answer"] is None)
     rows.append([passk.majority_at_k(correct, list(wrong.values()), abstain, k) for k in ks])
-  return _curve("maj", grouped, ks, np.array(rows), np.ones((len(rows), len(ks))))
+  return make_curve("maj", grouped, ks, np.array(rows), np.ones((len(rows), len(ks))))
 
 
 def false_positive_rate(records: Iterable[Record]) -> FalsePositiveRate:
@@ -211,7 +231,52 @@ def false_positive_rate(records: Iterable[Record]) -> FalsePositiveRate:
   per_problem = np.array(rows, dtype=np.float64)
   return FalsePositiveRate(false_positives=int(per_problem[:, 0].sum()),
                            judged=int(per_problem[:, 1].sum()), unjudged=unjudged,
-                           per_problem=per_problem)
+                           per_problem=per_problem, problem_ids=tuple(grouped))
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+  """What the first `samples` samples of every problem cost, summed from the records."""
+  problems: int
+  samples: int  # per problem
+  tokens: int  # generated tokens (the ending token included)
+  flops: float  # the records' own FLOPs (sampling/flops.py: prefill share + decode)
+
+  @property
+  def flops_per_problem(self) -> float:
+    return self.flops / self.problems
+
+
+def costs(records: Iterable[Record], samples: int | None = None) -> Costs:
+  """Realised cost of each problem's first `samples` samples (all of its pool when None)."""
+  grouped = pools(records, keys=("correct", "flops"))
+  samples = pool_ks(grouped, None)[-1] if samples is None else pool_ks(grouped, (samples,))[0]
+  kept = [r for pool in grouped.values() for r in pool[:samples]]
+  return Costs(problems=len(grouped), samples=samples,
+               tokens=int(sum(len(r.get("tokens", ())) for r in kept)),
+               flops=float(sum(r["flops"] for r in kept)))
+
+
+def paired_difference(a: Curve | FalsePositiveRate, b: Curve | FalsePositiveRate,
+                      a_k: int | None = None, b_k: int | None = None,
+                      **bootstrap_kwargs) -> bootstrap.Interval:
+  """a - b (a at a_k, b at b_k for curves) with a bootstrap interval that resamples the SAME
+  problems for both, so the interval is that of a paired difference (tighter than two separate
+  intervals when the models find the same problems hard). Both must cover the same problems."""
+  def terms(m, k):
+    if isinstance(m, FalsePositiveRate):
+      return m.problem_ids, m.per_problem[:, 0], m.per_problem[:, 1]
+    column = m._column(k)
+    return m.problem_ids, m.numerator[:, column], m.denominator[:, column]
+  ids_a, num_a, den_a = terms(a, a_k)
+  ids_b, num_b, den_b = terms(b, b_k)
+  if ids_a != ids_b:
+    raise ValueError(f"a paired difference needs the same problems on both sides: "
+                     f"{len(set(ids_a) ^ set(ids_b))} problems are on one side only")
+  ratio = lambda num, den: num.sum() / den.sum() if den.sum() else np.nan
+  rows = np.stack([num_a, den_a, num_b, den_b], axis=1)
+  return bootstrap.bootstrap_interval(
+      rows, lambda r: ratio(r[:, 0], r[:, 1]) - ratio(r[:, 2], r[:, 3]), **bootstrap_kwargs)
 
 
 def uniqueness_key(uniqueness: str | Callable[[Record], Hashable]) -> Callable[[Record], Hashable]:
@@ -232,7 +297,8 @@ def describe_uniqueness(uniqueness: str | Callable[[Record], Hashable]) -> str:
   return f"{uniqueness}: {UNIQUENESS[uniqueness][1]}"
 
 
-def _ks(grouped: Mapping[Any, list[Record]], ks: Sequence[int] | None) -> tuple[int, ...]:
+def pool_ks(grouped: Mapping[Any, list[Record]], ks: Sequence[int] | None) -> tuple[int, ...]:
+  """The ks to compute (all of 1..smallest pool when None), each checked to fit every pool."""
   smallest = min(len(p) for p in grouped.values())
   if ks is None:
     return tuple(range(1, smallest + 1))
@@ -245,7 +311,8 @@ def _ks(grouped: Mapping[Any, list[Record]], ks: Sequence[int] | None) -> tuple[
   return ks
 
 
-def _curve(name, grouped, ks, numerator, denominator) -> Curve:
+def make_curve(name, grouped, ks, numerator, denominator) -> Curve:
+  """A Curve over `grouped`'s problems (pools() order) from per-problem [P, K] arrays."""
   return Curve(name=name, ks=tuple(ks), problem_ids=tuple(grouped),
                numerator=numerator.astype(np.float64), denominator=denominator.astype(np.float64))
 

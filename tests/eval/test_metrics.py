@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from wcse_jax.wcse import metrics
+from wcse_jax.eval import metrics
 
 
 def rec(pid, i, correct, text="t", answer=None, steps_valid=None, model="m"):

@@ -5,8 +5,8 @@ import importlib
 import pytest
 
 from configs import quickstart
-from wcse_jax import experiment, zoo
-from wcse_jax.wcse import stages
+from wcse_jax import experiment
+from wcse_jax.stages import wcse, zoo
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def specs():
   saved = experiment._REGISTRY
   experiment._REGISTRY = {}
   try:
-    for module in (zoo, stages):
+    for module in (zoo, wcse):
       importlib.reload(module)
     return {s.name: s for s in experiment.resolve_stages(quickstart.get_config("micro"))}
   finally:
@@ -45,6 +45,8 @@ def _hash_changes(spec, key: str, value) -> bool:
     ("finetune", "finetune.learning_rate", 3e-4, True),
     ("finetune", "sampling.max_new_tokens", 16, True),
     ("report", "report.num_resamples", 7, True),
+    ("report", "report.students", False, True),
+    ("report", "finetune.steps", 9, False),  # read through the finetune stage's manifest
 ])
 def test_stage_hash_covers_what_the_stage_reads(specs, stage, key, value, changes):
   assert _hash_changes(specs[stage], key, value) is changes

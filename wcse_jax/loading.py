@@ -49,8 +49,9 @@ def read_config(folder: str) -> presets.Gemma2Config:
     return presets.Gemma2Config(**json.load(f))
 
 
-def load(spec: Any, mesh, rules=parallel.DEFAULT_RULES) -> LoadedModel:
-  """Loads the model a spec describes, sharded over `mesh`."""
+def load(spec: Any, mesh, rules=parallel.DEFAULT_RULES, remat_policy: str = "none") -> LoadedModel:
+  """Loads the model a spec describes, sharded over `mesh`. `remat_policy` (gemma2.REMAT_POLICIES)
+  matters only when the model is trained."""
   checkpoint = os.fspath(spec.checkpoint)
   if not os.path.isdir(checkpoint):
     raise FileNotFoundError(f"model {spec.name!r}: checkpoint folder not found: {checkpoint}")
@@ -59,7 +60,7 @@ def load(spec: Any, mesh, rules=parallel.DEFAULT_RULES) -> LoadedModel:
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
   if spec.dtype not in dtypes:
     raise ValueError(f"model {spec.name!r}: dtype {spec.dtype!r} is not one of {sorted(dtypes)}")
-  model = gemma2.make_model(config, dtype=dtypes[spec.dtype])
+  model = gemma2.make_model(config, dtype=dtypes[spec.dtype], remat_policy=remat_policy)
   boxed = gemma2.abstract_params(model)
   shardings = parallel.logical_shardings(boxed, mesh, rules)
   abstract = nn.meta.unbox(boxed)

@@ -92,16 +92,21 @@ def test_report_numbers_recompute_from_the_records_it_names(run):
     judged = [r for r in mine if r["correct"] and r["steps_valid"] is not None]
     assert m["fpr"]["judged"] == len(judged)
     assert m["fpr"]["false_positives"] == sum(not r["steps_valid"] for r in judged)
-  for row in results["finetuned"]:
-    recs = [r for entry in results["inputs"]["eval"][row["setup"]] for r in _records(entry["path"])]
+  listed = {(s["setup"], s["data"], s["label"]): s["files"] for s in results["inputs"]["students"]}
+  for row in results["students"]:
+    recs = [r for entry in listed[(row["setup"], row["data"], row["label"])]
+            for r in _records(entry["path"])]
     assert row["accuracy"]["value"] == pytest.approx(sum(r["correct"] for r in recs) / len(recs))
-  runs = json.load(open(os.path.join(workdir, "finetune", "runs.json")))
-  trained = [k for k, v in runs.items() if isinstance(v, dict) and "eval" in v]
-  skipped = [k for k, v in runs.items() if isinstance(v, dict) and "skipped" in v]
-  assert len(trained) + len(skipped) == 6  # three setups x (WC data, SE data)
-  assert len(results["finetuned"]) == 2 * len(trained)  # greedy and sampled rows per student
-  for name in skipped:
-    assert name in md
+  runs = json.load(open(os.path.join(workdir, "finetune", "runs.json")))["runs"]
+  trained = [r for r in runs if "eval" in r]
+  skipped = [r for r in runs if "skipped" in r]
+  assert len(trained) + len(skipped) == 9  # three setups x (base, WC data, SE data)
+  assert {(r["setup"], r["source"]) for r in runs} == {
+      (setup, source) for setup in ("distillation", "self_improvement", "weak_to_strong")
+      for source in ("wc", "se", "base")}
+  assert len(results["students"]) == 2 * len(trained)  # greedy and sampled rows per student
+  for r in skipped:
+    assert r["folder"] in md
 
 
 def test_rerun_skips_finished_stages(run):
@@ -137,12 +142,13 @@ def test_finetune_trains_students_on_answer_correct_data(run, tmp_path):
     with records.ShardWriter(folder, prefix="graded") as writer:
       writer.write_many(recs)
   log = _run(copy, "--config.rerun=finetune")
-  runs = json.load(open(os.path.join(copy, "finetune", "runs.json")))
-  trained = {k: v for k, v in runs.items() if isinstance(v, dict) and "eval" in v}
+  runs = json.load(open(os.path.join(copy, "finetune", "runs.json")))["runs"]
+  trained = [r for r in runs if "eval" in r and r["source"] != "base"]
   assert len(trained) == 6, runs
-  for name, info in trained.items():
+  for info in trained:
     assert info["examples"] == 12  # 12 problems, one correct sample each, at the budget
     assert info["selected_step"] in {int(s) for s in info["validation"]}
   results = json.load(open(os.path.join(copy, "report", "report.json")))
-  assert len(results["finetuned"]) == 12
-  assert "Fine-tuned accuracy" in open(os.path.join(copy, "report", "report.md")).read()
+  assert len(results["students"]) == 18  # 3 setups x (base, WC, SE) x (greedy, sampled)
+  assert len(results["student_differences"]) == 6
+  assert "## Students" in open(os.path.join(copy, "report", "report.md")).read()
