@@ -1,4 +1,4 @@
-"""FLOPs of a sampling call: the unit of the compute-matched budgets.
+"""FLOPs of a sampling or scoring call: the unit of the compute-matched budgets.
 
 Counted with the preset's own formula, `Gemma2Config.flops_per_token(context)` (forward matmuls,
 attention included, local layers capped at the window), where `context` is the number of keys the
@@ -7,7 +7,10 @@ what a batched implementation happens to run, so it does not depend on batching 
 
 - prefill: once per distinct prompt, every prompt token (contexts 1 .. L);
 - decode: a completion of g tokens needs g - 1 further forward steps, because its first token comes
-  from the prefill's last logits and its last token is never fed back (contexts L+1 .. L+g-1).
+  from the prefill's last logits and its last token is never fed back (contexts L+1 .. L+g-1);
+- scoring (score.py): every token of a continuation (and of the suffix after it) is fed, on top
+  of its prefix's cache (contexts L+1 .. L+k); the prefix's prefill is counted once per distinct
+  prefix, whatever the number of its continuations.
 
 Padding rows and padding positions, and steps that finished rows idle through while others still
 decode, are implementation overhead and are not counted.
@@ -41,15 +44,22 @@ def prefill_flops(config: Gemma2Config, prompt_lengths: np.ndarray) -> float:
   return float(_table(config, lengths.max())[lengths].sum())
 
 
-def decode_flops(config: Gemma2Config, prompt_lengths: np.ndarray, generated: np.ndarray) -> float:
-  """FLOPs to decode `generated[i]` tokens after a prompt of `prompt_lengths[i]` tokens."""
-  lengths = np.asarray(prompt_lengths, np.int64)
-  generated = np.asarray(generated, np.int64)
+def continuation_flops(config: Gemma2Config, prefix_lengths: np.ndarray,
+                       continuation_lengths: np.ndarray) -> float:
+  """FLOPs to feed `continuation_lengths[i]` tokens after a cached prefix of `prefix_lengths[i]`
+  tokens (contexts L+1 .. L+k)."""
+  lengths = np.asarray(prefix_lengths, np.int64)
   if lengths.size == 0:
     return 0.0
-  last = lengths + np.maximum(generated - 1, 0)
+  last = lengths + np.asarray(continuation_lengths, np.int64)
   cum = _table(config, last.max())
   return float((cum[last] - cum[lengths]).sum())
 
 
-__all__ = ["prefill_flops", "decode_flops"]
+def decode_flops(config: Gemma2Config, prompt_lengths: np.ndarray, generated: np.ndarray) -> float:
+  """FLOPs to decode `generated[i]` tokens after a prompt of `prompt_lengths[i]` tokens."""
+  return continuation_flops(config, prompt_lengths,
+                            np.maximum(np.asarray(generated, np.int64) - 1, 0))
+
+
+__all__ = ["prefill_flops", "continuation_flops", "decode_flops"]
