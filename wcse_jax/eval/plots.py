@@ -48,6 +48,26 @@ def bars_with_intervals(path: str, bars: Mapping[str, bootstrap.Interval], *, ti
   return _save(figure, path)
 
 
+def bands_vs_k(path: str, bands: Mapping[str, Mapping[int, tuple[float, float, float]]], *,
+               title: str, ylabel: str) -> str:
+  """One line per name over k (log2 axis) with its (low, high) band shaded; values are
+  (value, low, high) per k. Writes `path` and returns it."""
+  figure = Figure(figsize=(7, 4.5), dpi=120)
+  ax = figure.add_subplot()
+  for name, band in bands.items():
+    ks = sorted(band)
+    line, = ax.plot(ks, [band[k][0] for k in ks], marker="o", markersize=3, label=name)
+    ax.fill_between(ks, [band[k][1] for k in ks], [band[k][2] for k in ks],
+                    color=line.get_color(), alpha=0.15)
+  if max((k for band in bands.values() for k in band), default=1) > 8:
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+  ax.set(title=title, xlabel="N (samples per problem)", ylabel=ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  return _save(figure, path)
+
+
 def curves_vs_compute(path: str, curves: Mapping[str, Mapping[float, float]], *,
                       budgets: Mapping[str, float], title: str, ylabel: str) -> str:
   """One line per name over compute (x = FLOPs per problem, log axis), with a vertical line at

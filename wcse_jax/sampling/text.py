@@ -3,7 +3,9 @@
     texts = TextSampler(model, tokenizer, mesh=mesh)(params, ["Q: 2+2?\\nA:"], num_samples=4,
                                                      chooser=TopP(0.95), stop=["\\n\\n"]).texts
 
-One decode policy everywhere (DESIGN §5): prompts are encoded with BOS, sorted by length and
+One decode policy everywhere (DESIGN §5): prompts are encoded with BOS (a prompt given as a
+sequence of strings is encoded segment by segment and concatenated, the way training examples
+built from segments are: see `encode_segments`), sorted by length and
 sampled `batch_size` prompts per call (similar lengths share a bucket, so little padding), with a
 progress bar showing samples and generated tokens/s. Results come back in the input order and do
 not depend on the chunking (randomness is keyed by prompt id: pass stable `prompt_ids`, e.g.
@@ -68,6 +70,18 @@ class TextResult:
     return [[c.text for c in row] for row in self.completions]
 
 
+def encode_segments(tokenizer: Tokenizer, prompt: str | Sequence[str]) -> list[int]:
+  """BOS + the ids of `prompt`; a sequence of strings is encoded one segment at a time and the
+  ids concatenated, so a text (say a verifier's question after a solution) has the same ids
+  wherever it appears, whatever precedes it."""
+  if isinstance(prompt, str):
+    return list(tokenizer.encode(prompt, add_bos=True))
+  ids = [tokenizer.bos_id]
+  for segment in prompt:
+    ids += list(tokenizer.encode(segment))
+  return ids
+
+
 class TextSampler:
   """A Sampler bound to a tokenizer: the tokenizer's EOS ends rows and its pad id pads.
 
@@ -82,8 +96,10 @@ class TextSampler:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     self.tokenizer = tokenizer
     self.batch_size = batch_size
+    # The refilling path (refill.py): the same results as the plain one, faster when samples
+    # end at different lengths or the prompts share their few-shot exemplars.
     self.sampler = Sampler(model, mesh=mesh, eos_ids=(tokenizer.eos_id, *extra_eos_ids),
-                           pad_id=tokenizer.pad_id, cache_length=cache_length)
+                           pad_id=tokenizer.pad_id, cache_length=cache_length, refill=True)
     self._matchers: dict[tuple[str, ...], StopMatcher] = {}
 
   def stop_matcher(self, stop: Sequence[str]) -> StopMatcher | None:
@@ -97,16 +113,17 @@ class TextSampler:
           stop, self.tokenizer, self.sampler.model.config.vocab_size)
     return self._matchers[stop]
 
-  def stream(self, params: Any, prompts: Sequence[str], num_samples: int = 1,
+  def stream(self, params: Any, prompts: Sequence[str | Sequence[str]], num_samples: int = 1,
              max_new_tokens: int = 256, chooser: Chooser = Greedy(), seed: int = 0,
              stop: Sequence[str] = (), prompt_ids: Sequence[int] | None = None,
              progress: bool = True, desc: str = "sample") -> Iterator[Chunk]:
     """Samples `num_samples` completions per prompt, yielding one Chunk per sampler call."""
     if isinstance(prompts, str) or isinstance(stop, str):
-      raise ValueError("prompts and stop must be sequences of strings, not a single string")
+      raise ValueError("prompts and stop must be sequences (of strings, or of segment lists), "
+                       "not a single string")
     stop = tuple(stop)
     matcher = self.stop_matcher(stop)
-    encoded = [list(self.tokenizer.encode(p, add_bos=True)) for p in prompts]
+    encoded = [encode_segments(self.tokenizer, p) for p in prompts]
     ids = np.arange(len(prompts)) if prompt_ids is None else np.asarray(prompt_ids)
     if ids.shape != (len(prompts),):
       raise ValueError(f"prompt_ids has shape {ids.shape}, expected ({len(prompts)},)")
@@ -144,7 +161,7 @@ class TextSampler:
       yield Chunk(indices=list(chunk), completions=completions, flops=out.flops)
     bar.close()
 
-  def __call__(self, params: Any, prompts: Sequence[str], num_samples: int = 1,
+  def __call__(self, params: Any, prompts: Sequence[str | Sequence[str]], num_samples: int = 1,
                max_new_tokens: int = 256, chooser: Chooser = Greedy(), seed: int = 0,
                stop: Sequence[str] = (), prompt_ids: Sequence[int] | None = None,
                progress: bool = True, desc: str = "sample") -> TextResult:
@@ -181,4 +198,4 @@ class TextSampler:
     return full[len(before):] if full.startswith(before) else self.tokenizer.decode(generated)
 
 
-__all__ = ["TextSampler", "TextResult", "Chunk", "Completion"]
+__all__ = ["TextSampler", "TextResult", "Chunk", "Completion", "encode_segments"]

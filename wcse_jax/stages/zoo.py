@@ -24,6 +24,7 @@ from wcse_jax.data import prompts
 from wcse_jax.models import gemma2, presets
 from wcse_jax.stages import common
 from wcse_jax.tokenizer import Tokenizer, train_tokenizer
+from wcse_jax.verifiers import formats
 from wcse_jax.training import optim
 
 
@@ -83,7 +84,13 @@ def zoo(ctx) -> dict[str, Any]:
     tokenizer = Tokenizer.load(tok_path)
   else:
     corpus = [prompts.build_prompt(task, ex, 0) + prompts.target(task, ex.solution) for ex in train]
-    tokenizer = train_tokenizer(corpus, cfg.zoo.vocab_size, tok_path)
+    symbols = ()
+    if cfg.zoo.verification_corpus:
+      corpus += _verification_corpus(task, train)
+      # One piece each, so the verdict is one token (SentencePiece writes a space as "▁").
+      symbols = tuple("\u2581" + word.strip() for word in (formats.YES, formats.NO))
+    tokenizer = train_tokenizer(corpus, cfg.zoo.vocab_size, tok_path,
+                                user_defined_symbols=symbols)
   examples = common.sft_examples(task, train, tokenizer)
   test = task.examples("test")[:cfg.zoo.eval_problems]
   counts: dict[str, Any] = {"tokenizer_vocab": tokenizer.vocab_size, "train_examples": len(train),
@@ -119,6 +126,18 @@ def zoo(ctx) -> dict[str, Any]:
     json.dump(accuracy, f, indent=1)
   print("zoo greedy test accuracy: " + ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items()))
   return counts
+
+
+def _verification_corpus(task, examples) -> list[str]:
+  """GenRM-formatted texts, so the tokenizer learns the verification wording as pieces (a
+  verifier fine-tuned from a zoo model then reads and writes it in few tokens)."""
+  out = []
+  for ex in examples[:500]:
+    rationale = task.verification_rationale(ex, ex.solution)
+    out.append(prompts.query(task, ex.question) + prompts.target(task, ex.solution)
+               + formats.VERIFY_COT + rationale + formats.VERIFY + formats.YES)
+    out.append(formats.VERIFY + formats.NO)
+  return out
 
 
 def _spec(name: str, folder: str, tokenizer: str) -> ml_collections.ConfigDict:
