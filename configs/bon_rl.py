@@ -93,6 +93,7 @@ def get_config(arg: str = "default"):
     c.zoo.models.policy.steps, c.zoo.warmup_steps = 4, 1
     c.sampling.num_problems, c.sampling.max_new_tokens = 16, 24
     c.verify_data.balance = False  # the untrained micro policy is never right
+    c.sampling.max_truncated = 1.0  # ... and rarely stops
     d.steps, d.rows, d.save_every, d.warmup_steps, d.microbatches = 2, 8, 2, 0, 1
     r.methods = ("rl", "bon_rl_s", "bon_rl_v", "bon_sft")
     r.n_bon, r.samples, r.prompts_per_step, r.num_problems = 2, 4, 2, 16

@@ -79,6 +79,9 @@ def wcse_config() -> ml_collections.ConfigDict:
   c.sampling.max_new_tokens = 512  # Per solution.
   c.sampling.cache_length = 2048  # KV-cache time steps: padded prompt + generated tokens.
   c.sampling.batch_prompts = 32  # Distinct prompts per sampler call (each drawn N times).
+  # The most samples that may be cut off (at max_new_tokens or the cache end) before the stage
+  # fails naming the knob to raise; every stage that samples counts them.
+  c.sampling.max_truncated = 0.01
 
   c.grading = ml_collections.ConfigDict()
   c.grading.uniqueness = "normalized_text"  # What counts as a unique solution for diversity.

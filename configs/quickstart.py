@@ -64,6 +64,7 @@ def get_config(arg: str = "default"):
     c.wcse.wc.params = float(presets.get_preset("zoo_wc", vocab_size=vocab).param_count())
     c.sampling.num_problems = 12
     c.sampling.max_new_tokens = 24
+    c.sampling.max_truncated = 1.0  # the untrained micro models rarely stop
     c.sampling.cache_length = 256
     c.finetune.steps = 4
     c.finetune.rows, c.finetune.length = 8, 256

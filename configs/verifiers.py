@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampling.max_new_tokens = 512
   c.sampling.cache_length = 2048
   c.sampling.batch_prompts = 32  # Distinct prompts per sampler call.
+  c.sampling.max_truncated = 0.01  # Cut-off samples allowed before a stage fails (a share).
 
   c.verify_data = ml_collections.ConfigDict()
   c.verify_data.per_problem = 16  # Up to M correct and M incorrect per problem (papers.md §2(c)).
@@ -154,5 +155,6 @@ def get_config(arg: str = "last_letter_concat"):
       v.steps, v.rows, v.microbatches, v.warmup_steps, v.save_every = 2, 8, 1, 0, 2
     c.score.votes, c.score.max_new_tokens = 2, 16
     c.verify_data.balance = False  # the untrained micro policy is never right
+    c.sampling.max_truncated = 1.0  # ... and rarely stops
     c.bon.ns, c.bon.num_resamples = (1, 2, 4), 20
   return c

@@ -1,5 +1,6 @@
-"""The toolkit's generator (the sample stage's) resumes after a kill: it fills in exactly the missing
-(problem, sample) records, never repeats one, and ends with the records of an uninterrupted run."""
+"""The toolkit's generator (the sample stage's) resumes after a kill: it fills in exactly the
+missing (problem, sample) records, never repeats one, and ends with the records of an
+uninterrupted run."""
 import jax
 import pytest
 

@@ -47,7 +47,6 @@ import random
 import re
 from typing import Sequence
 
-from wcse_jax.data import answers
 from wcse_jax.data.example import Example, Step, StepReport
 from wcse_jax.data.synthetic import SyntheticTask
 
@@ -269,30 +268,6 @@ class ArithChain(SyntheticTask):
     marks, expected = check_path(example.meta["start"], _runs(example.meta["runs"]), lines)
     padded = list(lines) + [""] * (len(marks) - len(lines))
     return StepReport(marks=tuple(marks), lines=tuple(padded), expected=tuple(expected))
-
-  def verification_rationale(self, example: Example, text: str) -> str:
-    """Step-by-step verification of `text`: each step right, or wrong with a right step for that
-    position (see check_path), then the final answer; without the verdict line (GenRM's prompt
-    appends "Verification: Is the answer correct (Yes/No)?" itself). The wording is ours."""
-    report = self.check_steps(example, text)
-    out = []
-    for i, (ok, line, want) in enumerate(zip(report.marks, report.lines, report.expected)):
-      if not want:
-        out.append(f"{line} is not needed; the solution should have stopped before it.")
-      elif not line:
-        out.append(f"Step {i + 1} is missing; it could be: {want}")
-      elif ok:
-        out.append(f"{line} is correct.")
-      else:
-        out.append(f"{line} is incorrect; it should be: {want}")
-    got = answers.extract_answer_is(text)
-    if got is None:
-      out.append(f"The solution gives no final answer; the answer is {example.answer}.")
-    elif answers.same_plain_answer(got, example.answer):
-      out.append(f"The final answer {got} is correct.")
-    else:
-      out.append(f"The final answer {got} is incorrect; the answer is {example.answer}.")
-    return "\n".join(out)
 
 
 def _runs(meta_runs) -> list[list[Op]]:

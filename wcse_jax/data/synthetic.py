@@ -101,12 +101,13 @@ class SyntheticTask(Task):
     final answer; it does not contain the verdict line (the GenRM prompt appends
     "Verification: Is the answer correct (Yes/No)?" itself). GenRM makes these rationales
     programmatically for its algorithmic tasks, but their wording is not known (papers.md 2(b));
-    this wording is ours."""
+    this wording is ours. A step position with no expected step (past the ground truth, or ""
+    from a checker that marks extra steps so) is an extra step."""
     report = self.check_steps(example, text)
     out = []
     for i, (ok, line) in enumerate(zip(report.marks, report.lines)):
-      want = report.expected[i] if i < len(report.expected) else None
-      if want is None:
+      want = report.expected[i] if i < len(report.expected) else ""
+      if not want:
         out.append(f"{line} is not needed; the solution should have stopped before it.")
       elif not line:
         out.append(f"Step {i + 1} is missing; it should be: {want}")

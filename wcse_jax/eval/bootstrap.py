@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import math
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -17,6 +18,20 @@ class Interval:
 
   def __str__(self) -> str:
     return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
+
+  def as_dict(self) -> dict[str, Any]:
+    """For JSON reports: an undefined (nan) bound is None, since JSON has no NaN."""
+    num = lambda x: None if x is None or math.isnan(x) else float(x)
+    return {"value": num(self.value), "low": num(self.low), "high": num(self.high),
+            "confidence": self.confidence}
+
+
+def format_interval(d: Mapping[str, Any] | None, digits: int = 4) -> str:
+  """"value [low, high]" of an `Interval.as_dict()`; "n/a" when it is missing or undefined."""
+  if d is None or d["value"] is None:
+    return "n/a"
+  bound = lambda x: "n/a" if x is None else f"{x:.{digits}f}"
+  return f"{d['value']:.{digits}f} [{bound(d['low'])}, {bound(d['high'])}]"
 
 
 def bootstrap_interval(per_problem, statistic: Callable[[np.ndarray], float] | None = None, *,

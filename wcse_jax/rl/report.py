@@ -19,7 +19,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from wcse_jax.eval import bon, metrics
+from wcse_jax.eval import bon, bootstrap, metrics
+
+
+def _fmt(interval) -> str:
+  return bootstrap.format_interval(interval, digits=3)
 
 
 def coscaling_fit(ns: Sequence[int], pass_at_n: Sequence[float]) -> dict[str, float] | None:
@@ -55,11 +59,11 @@ def write_report(out_dir: str, *, pools: Mapping[tuple[str, float], Sequence[Map
                              "values": {}, "differences": {}, "coscaling": {}, "training": {}}
   for (method, t, metric), curve in curves.items():
     results["values"][f"{method}|{t:g}|{metric}"] = {
-        str(n): _interval(curve.interval(n, **boot)) for n in ns}
+        str(n): curve.interval(n, **boot).as_dict() for n in ns}
     base = curves.get((baseline, t, metric))
     if base is not None and method != baseline:
       results["differences"][f"{method}|{t:g}|{metric}"] = {
-          str(n): _interval(metrics.paired_difference(curve, base, n, n, **boot)) for n in ns}
+          str(n): metrics.paired_difference(curve, base, n, n, **boot).as_dict() for n in ns}
   for method in methods:
     for t in temperatures:
       values = [curves[(method, t, "pass@N")].at(n) for n in ns]
@@ -83,7 +87,8 @@ def markdown(results: Mapping[str, Any]) -> str:
   ci = f"{boot['confidence']:.0%} CI"
   metric_names = ["pass@N"] + (["Bo-N"] if results["verifier"] else [])
   lines = [f"# {results['title']}", "",
-           "Each method fine-tunes the same base policy on fresh rollouts; every number below is an "
+           "Each method fine-tunes the same base policy on fresh rollouts; every number below is "
+           "an "
            "unbiased estimate from one pool of samples per test problem, with a percentile "
            f"bootstrap over problems ({boot['num_resamples']} resamples, seed {boot['seed']}). "
            "BoN-RL-S, BoN-RLB and the pass@k estimators are judged by pass@N, BoN-RL-V by "
@@ -169,17 +174,6 @@ def _save(figure: Figure, path: str) -> str:
   FigureCanvasAgg(figure)
   figure.savefig(path, bbox_inches="tight")
   return os.path.basename(path)
-
-
-def _interval(interval) -> dict[str, float | None]:
-  num = lambda x: None if x is None or math.isnan(x) else float(x)
-  return {"value": num(interval.value), "low": num(interval.low), "high": num(interval.high)}
-
-
-def _fmt(value) -> str:
-  if value is None or value["value"] is None:
-    return "n/a"
-  return f"{value['value']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
 
 
 __all__ = ["coscaling_fit", "write_report", "markdown"]

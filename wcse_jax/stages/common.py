@@ -80,7 +80,8 @@ def text_sampler(loaded: loading.LoadedModel, mesh, *, cache_length: int,
 def generate(loaded: loading.LoadedModel, sampler: TextSampler, task: Task,
              examples: Sequence[Example], out_dir: str, *, num_samples: int,
              max_new_tokens: int, chooser: Chooser, seed: int, num_shots: int = 0,
-             prompt_seed: int = 0, desc: str = "sample") -> dict[str, Any]:
+             prompt_seed: int = 0, desc: str = "sample",
+             max_truncated: float = 1.0) -> dict[str, Any]:
   """Samples `num_samples` solutions per example into record shards in `out_dir` (resumable).
 
   One record per (problem, sample): problem_id, problem_index, sample_index, model, prompt, text,
@@ -91,8 +92,12 @@ def generate(loaded: loading.LoadedModel, sampler: TextSampler, task: Task,
   shard, so a kill loses at most the call in flight. Multi-host: process i takes problems
   i, i + P, ... and writes its own shards.
 
-  Returns counts: records written now and already there, FLOPs spent now, and the finish
-  reasons of the records written now.
+  Truncation is surfaced, never silent: the returned counts give the finish reasons of every
+  record in `out_dir` and the share that ended at `max_new_tokens` or at the end of the cache;
+  above `max_truncated` (a share) the call raises StageError naming the knob to raise.
+
+  Returns counts: records written now and already there, FLOPs spent now, finish reasons and
+  truncation rates of all the folder's records.
   """
   done = records.done_keys(out_dir)
   process, processes = jax.process_index(), jax.process_count()
@@ -119,8 +124,22 @@ def generate(loaded: loading.LoadedModel, sampler: TextSampler, task: Task,
               "prompt_tokens": c.prompt_tokens, "flops": c.flops})
           written += 1
       writer.flush()
+  everything = collections.Counter(r["finish_reason"] for r in records.read_records(out_dir))
+  total = max(sum(everything.values()), 1)
+  rates = {"max_tokens_rate": everything["max_tokens"] / total,
+           "out_of_cache_rate": everything["out_of_cache"] / total}
+  truncated = rates["max_tokens_rate"] + rates["out_of_cache_rate"]
+  if truncated > max_truncated:
+    fix = ("raise the cache length (a sampling `cache_length` knob)"
+           if rates["out_of_cache_rate"] >= rates["max_tokens_rate"] else
+           "raise `max_new_tokens`")
+    raise experiment.StageError(
+        f"{loaded.name}: {truncated:.1%} of the samples in {out_dir} were cut off "
+        f"({rates['max_tokens_rate']:.1%} at max_new_tokens={max_new_tokens}, "
+        f"{rates['out_of_cache_rate']:.1%} at the end of the cache), above the allowed "
+        f"{max_truncated:.1%}: {fix}, or raise the allowed share (`max_truncated`)")
   return {"written": written, "already_done": len(done), "flops": flops,
-          "finish_reasons": dict(sorted(reasons.items()))}
+          "finish_reasons": dict(sorted(everything.items())), **rates}
 
 
 def grade_folder(task: Task, src: str, dst: str, by_id: Mapping[str, Example],
@@ -202,6 +221,28 @@ def train_sft(model, params: Any | None, examples: Sequence[Mapping], *, mesh, w
                  desc=desc)
 
 
+def data_parallel(cfg: ml_collections.ConfigDict) -> int:
+  """How many ways the configured mesh splits batch rows (the axes the "batch" rule maps to)."""
+  mesh = make_mesh(cfg)
+  spec = parallel.batch_sharding(mesh, 1).spec[0]
+  axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
+  return int(np.prod([mesh.shape[a] for a in axes]))
+
+
+def check_rows(cfg: ml_collections.ConfigDict, rows_key: str, microbatches_key: str) -> None:
+  """rows / microbatches must be a whole multiple of the data-parallel devices."""
+  rows, micro = value(cfg, rows_key), value(cfg, microbatches_key)
+  try:
+    devices = data_parallel(cfg)
+  except ValueError:  # the mesh is for another machine (a TPU config checked on a laptop)
+    return
+  if rows % micro or (rows // micro) % devices:
+    raise experiment.StageError(
+        f"config.{rows_key}={rows} with config.{microbatches_key}={micro}: each microbatch's "
+        f"rows must be a multiple of the {devices} data-parallel devices of config.mesh.shape="
+        f"{tuple(cfg.mesh.shape)}; use a multiple of {micro * devices}")
+
+
 def value(cfg: ml_collections.ConfigDict, key: str) -> Any:
   """The config value at dotted `key` (StageError naming it when missing)."""
   node = cfg
@@ -238,6 +279,7 @@ def non_negative(cfg: ml_collections.ConfigDict, *keys: str) -> None:
           "an integer >= 0")
 
 
-__all__ = ["make_task", "make_mesh", "examples_by_id", "resolve", "load_model", "text_sampler", "generate",
+__all__ = ["data_parallel", "check_rows", "make_task", "make_mesh", "examples_by_id", "resolve",
+           "load_model", "text_sampler", "generate",
            "grade_folder", "greedy_accuracy", "sft_examples", "record_examples", "train_sft",
            "value", "check", "positive", "non_negative"]

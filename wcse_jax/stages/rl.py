@@ -130,7 +130,8 @@ def policy_eval(ctx) -> dict[str, Any]:
       common.generate(policy, sampler, task, problems, os.path.join(folder, "raw"),
                       num_samples=ev.samples, max_new_tokens=cfg.rl.max_new_tokens,
                       chooser=Temperature(temperature), seed=cfg.seed + 11,
-                      desc=f"eval {name} T={temperature:g}")
+                      desc=f"eval {name} T={temperature:g}",
+                      max_truncated=cfg.sampling.max_truncated)
       graded = common.grade_folder(task, os.path.join(folder, "raw"),
                                    os.path.join(folder, "graded"), by_id)
       if cfg.rl.verifier:

@@ -6,7 +6,8 @@ verify_data     per problem up to M correct and M incorrect train solutions, bal
                 rationales (the task's programmatic ones, or a teacher model's reference-guided
                 ones kept when their verdict agrees with the label); DPO pairs;
 train_verifier  GenRM direct and CoT (weighted NLL with lambda x generation SFT), the
-                discriminative RM (scalar head, balanced BCE) and the DPO verifier, each through fit;
+                discriminative RM (scalar head, balanced BCE) and the DPO verifier, each through
+                fit;
 score           every configured verifier scores every evaluation sample (resumable, with FLOPs);
 bon_eval        unbiased Best-of-N curves with bootstrap bands for every verifier, self-consistency,
                 weighted self-consistency and pass@N; a table with paired differences against the
@@ -69,6 +70,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
       common.check(cfg, f"{t}.learning_rate", lambda v: v > 0, "> 0")
       common.check(cfg, f"{t}.remat", lambda v: v in gemma2.REMAT_POLICIES,
                    f"one of {sorted(gemma2.REMAT_POLICIES)}")
+      common.check_rows(cfg, f"{t}.rows", f"{t}.microbatches")
   common.check(cfg, "bon.ns", lambda ns: all(1 <= n <= cfg.sampling.eval_samples for n in ns),
                f"a tuple of N in [1, sampling.eval_samples={cfg.sampling.eval_samples}]")
 
@@ -96,7 +98,8 @@ def solutions(ctx) -> dict[str, Any]:
     counts[part] = common.generate(
         policy, sampler, task_, problems, raw, num_samples=samples,
         max_new_tokens=s.max_new_tokens, chooser=Temperature(s.temperature), seed=cfg.seed,
-        num_shots=shots, prompt_seed=cfg.seed, desc=f"solutions {part}")
+        num_shots=shots, prompt_seed=cfg.seed, desc=f"solutions {part}",
+        max_truncated=s.max_truncated)
     recs = common.grade_folder(task_, raw, graded, {ex.id: ex for ex in problems})
     counts[part].update(problems=len(problems), records=len(recs),
                         accuracy=float(np.mean([r["correct"] for r in recs])))

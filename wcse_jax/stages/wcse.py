@@ -74,6 +74,7 @@ def _validate_sampling(cfg: ml_collections.ConfigDict) -> None:
                   "sampling.batch_prompts", "wcse.probe_problems")
   common.check(cfg, "sampling.temperature", lambda v: v > 0,
                "> 0 (greedy decoding would destroy the diversity the comparison measures)")
+  common.check(cfg, "sampling.max_truncated", lambda v: 0 <= v <= 1, "a share in [0, 1]")
   common.check(cfg, "sampling.split", lambda v: v != "test",
                "a training split: the students are evaluated on test, and data drawn for test "
                "problems would leak them")
@@ -105,6 +106,7 @@ def _validate_finetune(cfg: ml_collections.ConfigDict) -> None:
                f"<= finetune.steps={ft.steps}")
   common.check(cfg, "finetune.remat", lambda v: v in gemma2.REMAT_POLICIES,
                f"one of {sorted(gemma2.REMAT_POLICIES)}")
+  common.check_rows(cfg, "finetune.rows", "finetune.microbatches")
 
 
 def _validate_report(cfg: ml_collections.ConfigDict) -> None:
@@ -112,6 +114,10 @@ def _validate_report(cfg: ml_collections.ConfigDict) -> None:
   common.positive(cfg, "report.num_resamples")
   common.check(cfg, "report.maj_ks", lambda ks: all(isinstance(k, int) and k >= 1 for k in ks),
                "a tuple of integers >= 1")
+  if cfg.report.students:
+    n = cfg.finetune.eval.num_samples
+    common.check(cfg, "report.maj_ks", lambda ks: all(k <= n for k in ks),
+                 f"ks within the students' pools (finetune.eval.num_samples={n})")
 
 
 @experiment.stage("sample", config_keys=("task", "models", "wcse", "sampling", "mesh", "seed"),
@@ -132,6 +138,7 @@ def sample(ctx) -> dict[str, Any]:
     loaded = common.load_model(cfg.models[role], ctx, mesh)
     sampler = common.text_sampler(loaded, mesh, cache_length=cfg.sampling.cache_length,
                                   batch_size=cfg.sampling.batch_prompts)
+    _check_role(cfg, role, loaded)
     if role in probed:
       measured[loaded.name] = _probe_flops_per_token(cfg, loaded, sampler, task, problems)
       ctx.log.info("sample: %s spends %.4g FLOPs per generated token (probe)", loaded.name,
@@ -143,12 +150,26 @@ def sample(ctx) -> dict[str, Any]:
     counts[role] = common.generate(
         loaded, sampler, task, problems, os.path.join(ctx.out, role), num_samples=pool,
         max_new_tokens=cfg.sampling.max_new_tokens, chooser=chooser, seed=cfg.seed,
-        num_shots=cfg.sampling.num_shots, prompt_seed=cfg.seed, desc="sample")
+        num_shots=cfg.sampling.num_shots, prompt_seed=cfg.seed, desc="sample",
+        max_truncated=cfg.sampling.max_truncated)
     counts[role]["records"] = len(records.done_keys(os.path.join(ctx.out, role)))
   if ctx.is_chief:
     files.write_json(os.path.join(ctx.out, "plan.json"), plan.to_dict())
   counts["plan"] = plan.to_dict()
   return counts
+
+
+def _check_role(cfg, role: str, loaded) -> None:
+  """The loaded model must be the one the cost plan prices: with mode "params" its parameter
+  count must match wcse.<role>.params within 10% (nominal counts such as 9e9 for 9.24e9 pass;
+  the SE checkpoint in the WC slot, or the other way round, does not)."""
+  declared = cfg.wcse[role].params
+  actual = loaded.config.param_count()
+  if cfg.wcse.mode == "params" and abs(actual / declared - 1) > 0.1:
+    raise experiment.StageError(
+        f"config.models.{role} loads {loaded.name} with {actual:,} parameters, but the cost plan "
+        f"prices the {role.upper()} model at config.wcse.{role}.params={declared:,.0f}: point "
+        f"models.{role}.checkpoint at the {role.upper()} model, or fix wcse.{role}.params")
 
 
 def _probe_flops_per_token(cfg, loaded, sampler, task, problems) -> float:
@@ -265,7 +286,8 @@ def _evaluate(loaded, mesh, cfg, task, examples, root: str, rel: str) -> dict[st
     if not os.path.isdir(graded):
       common.generate(loaded, sampler, task, examples, raw, num_samples=n,
                       max_new_tokens=cfg.sampling.max_new_tokens, chooser=chooser,
-                      seed=cfg.seed + 1, desc=f"eval {label}")
+                      seed=cfg.seed + 1, desc=f"eval {label}",
+                      max_truncated=cfg.sampling.max_truncated)
       common.grade_folder(task, raw, graded + ".tmp", {ex.id: ex for ex in examples})
       if jax.process_index() == 0:
         os.replace(graded + ".tmp", graded)

@@ -8,8 +8,8 @@ Training checkpoints every `zoo.save_every` steps, so a kill resumes inside a mo
 
 Output folder: tokenizer.model, one `loading.save_model` folder per model, accuracy.json with
 each model's greedy accuracy on the test split, and held_out.json: the ids of the train problems
-the zoo never saw (the sample stage refuses to draw solutions for any other). The section's knobs are documented in
-configs/common.py (`zoo_section`).
+the zoo never saw (the sample stage refuses to draw solutions for any other). The section's knobs
+are documented in configs/common.py (`zoo_section`).
 """
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   common.check(cfg, f"{z}.held_out_problems", lambda v: isinstance(v, int) and v >= -1,
                "an integer >= 0, or -1 for the sampled problems")
   held_out_count(cfg)
+  common.check_rows(cfg, f"{z}.rows", f"{z}.microbatches")
   for name in cfg.zoo.models:
     common.positive(cfg, f"{z}.models.{name}.steps")
     common.check(cfg, f"{z}.models.{name}.learning_rate", lambda v: v > 0, "> 0")

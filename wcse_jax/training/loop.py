@@ -6,11 +6,11 @@ data position), otherwise starts from `init_state()`.
 The batch source is called once per step as `source(index, state)`: `index` is the 0-based batch
 index (the number of updates the state has taken) and `state` the current TrainState, so on-policy
 data (rollouts sampled from `state.params` with randomness seeded by `index`) feeds the same loop
-as a fixed data set. It returns a host-local numpy batch, or None when the data has run out; a batch may carry
-`host_metrics`, a dict of floats about how it was made (a rollout's reward, say), which is logged
-as rollout/* at that step and not passed to the step function. A
-resumed run calls it with the restored state and index, so a source that depends only on
-(index, state) regenerates exactly the batches the uninterrupted run saw. `from_stream` adapts an
+as a fixed data set. It returns a host-local numpy batch, or None when the data has run out. A
+batch may carry `host_metrics`, a dict of floats about how it was made (a rollout's reward, say),
+logged as rollout/* at that step and not passed to the step function. A resumed run calls the
+source with the restored state and index, so a source that depends only on (index, state)
+regenerates exactly the batches the uninterrupted run saw. `from_stream` adapts an
 ordinary iterator factory `make(start)` (e.g. `itertools.islice(stream(), start, None)`).
 """
 from __future__ import annotations

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from wcse_jax.data import prompts
 from wcse_jax.data.example import Task
+from wcse_jax.sampling import flops as flops_lib
+from wcse_jax.sampling.score import ScoreOutput, Scorer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,4 +64,28 @@ def by_problem(candidates: Sequence[Candidate]) -> list[tuple[str, list[int]]]:
   return list(groups.items())
 
 
-__all__ = ["Candidate", "Scores", "Verifier", "problem_ids", "solution_ids", "by_problem"]
+def score_solutions(loaded, scorer: Scorer, task: Task, candidates: Sequence[Candidate],
+                    suffix: Sequence[int] = (), **read: Any) -> tuple[ScoreOutput, np.ndarray,
+                                                                       np.ndarray]:
+  """One teacher-forced pass over [problem][solution][suffix] for every candidate, each problem
+  prefilled once (sampling/score.py); `read` goes to `Scorer.score` (next_token_ids,
+  return_hidden). Returns the output, the output row of each candidate, and each candidate's
+  FLOPs (its share of its problem's prefill plus its own solution and suffix)."""
+  tok, cfg = loaded.tokenizer, loaded.config
+  groups = by_problem(candidates)
+  prefixes = [problem_ids(tok, task, q) for q, _ in groups]
+  conts = [[solution_ids(tok, task, candidates[i].solution) for i in members]
+           for _, members in groups]
+  out = scorer.score(loaded.params, prefixes, conts, suffix=suffix, **read)
+  rows, flops = np.zeros(len(candidates), np.int64), np.zeros(len(candidates))
+  for g, (_, members) in enumerate(groups):
+    rows[members] = np.arange(out.rows(g).start, out.rows(g).stop)
+    share = flops_lib.prefill_flops(cfg, [len(prefixes[g])]) / len(members)
+    for i, cont in zip(members, conts[g]):
+      flops[i] = share + flops_lib.continuation_flops(cfg, [len(prefixes[g])],
+                                                      [len(cont) + len(suffix)])
+  return out, rows, flops
+
+
+__all__ = ["Candidate", "Scores", "Verifier", "problem_ids", "solution_ids", "by_problem",
+           "score_solutions"]

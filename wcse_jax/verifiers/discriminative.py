@@ -20,7 +20,6 @@ import numpy as np
 
 from wcse_jax.data.example import Task
 from wcse_jax.loading import LoadedModel
-from wcse_jax.sampling import flops as flops_lib
 from wcse_jax.sampling.score import Scorer
 from wcse_jax.training import batching
 from wcse_jax.training.objectives import scalar_head
@@ -65,27 +64,17 @@ class Discriminative:
   task: Task
 
   def score(self, candidates: Sequence[base.Candidate]) -> base.Scores:
-    tok, cfg = self.loaded.tokenizer, self.loaded.config
-    groups = base.by_problem(candidates)
-    prefixes = [base.problem_ids(tok, self.task, q) for q, _ in groups]
-    conts = [[base.solution_ids(tok, self.task, candidates[i].solution) for i in members]
-             for _, members in groups]
-    out = self.scorer.score(self.loaded.params, prefixes, conts, return_hidden=True)
+    out, rows, flops = base.score_solutions(self.loaded, self.scorer, self.task, candidates,
+                                            return_hidden=True)
     logits = np.asarray(self.objective.head.apply({"params": self.head_params},
-                                                  jnp.asarray(out.hidden)))
+                                                  jnp.asarray(out.hidden[rows])))
     if self.objective.loss_type == "bce":
       probs = np.asarray(jax.nn.sigmoid(logits[:, 0]))
     else:
       centres = np.asarray(scalar_head.bin_centres(self.objective.num_bins, self.objective.v_min,
                                                    self.objective.v_max))
       probs = np.asarray(jax.nn.softmax(logits, axis=-1)) @ centres
-    scores, flops = np.zeros(len(candidates)), np.zeros(len(candidates))
-    for g, (_, members) in enumerate(groups):
-      scores[members] = probs[out.rows(g)]
-      share = flops_lib.prefill_flops(cfg, [len(prefixes[g])]) / len(members)
-      for i, cont in zip(members, conts[g]):
-        flops[i] = share + flops_lib.continuation_flops(cfg, [len(prefixes[g])], [len(cont)])
-    return base.Scores(scores=scores, flops=flops)
+    return base.Scores(scores=probs.astype(np.float64), flops=flops)
 
 
 __all__ = ["example", "batches", "Discriminative"]

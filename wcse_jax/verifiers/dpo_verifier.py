@@ -18,7 +18,6 @@ import numpy as np
 
 from wcse_jax.data.example import Task
 from wcse_jax.loading import LoadedModel
-from wcse_jax.sampling import flops as flops_lib
 from wcse_jax.sampling.score import Scorer
 from wcse_jax.verifiers import base
 
@@ -85,19 +84,8 @@ class DPOVerifier:
   task: Task
 
   def score(self, candidates: Sequence[base.Candidate]) -> base.Scores:
-    tok, cfg = self.loaded.tokenizer, self.loaded.config
-    groups = base.by_problem(candidates)
-    prefixes = [base.problem_ids(tok, self.task, q) for q, _ in groups]
-    conts = [[base.solution_ids(tok, self.task, candidates[i].solution) for i in members]
-             for _, members in groups]
-    out = self.scorer.score(self.loaded.params, prefixes, conts)
-    scores, flops = np.zeros(len(candidates)), np.zeros(len(candidates))
-    for g, (_, members) in enumerate(groups):
-      scores[members] = out.logprob_sum[out.rows(g)]
-      share = flops_lib.prefill_flops(cfg, [len(prefixes[g])]) / len(members)
-      for i, cont in zip(members, conts[g]):
-        flops[i] = share + flops_lib.continuation_flops(cfg, [len(prefixes[g])], [len(cont)])
-    return base.Scores(scores=scores, flops=flops)
+    out, rows, flops = base.score_solutions(self.loaded, self.scorer, self.task, candidates)
+    return base.Scores(scores=out.logprob_sum[rows].astype(np.float64), flops=flops)
 
 
 __all__ = ["pairs", "example", "batches", "DPOVerifier"]

@@ -118,23 +118,11 @@ class GenRMDirect:
   renormalise: bool = False
 
   def score(self, candidates: Sequence[base.Candidate]) -> base.Scores:
-    tok, cfg = self.loaded.tokenizer, self.loaded.config
-    verdict = VerdictTokens.of(tok)
-    groups = base.by_problem(candidates)
-    prefixes = [base.problem_ids(tok, self.task, q) for q, _ in groups]
-    conts = [[base.solution_ids(tok, self.task, candidates[i].solution) for i in members]
-             for _, members in groups]
-    out = self.scorer.score(self.loaded.params, prefixes, conts, suffix=verdict.suffix,
-                            next_token_ids=[verdict.yes_id, verdict.no_id])
-    scores, flops = np.zeros(len(candidates)), np.zeros(len(candidates))
-    for g, (_, members) in enumerate(groups):
-      rows = out.rows(g)
-      scores[members] = _yes(out.next_token_logprobs[rows], self.renormalise)
-      share = flops_lib.prefill_flops(cfg, [len(prefixes[g])]) / len(members)
-      for i, cont in zip(members, conts[g]):
-        flops[i] = share + flops_lib.continuation_flops(cfg, [len(prefixes[g])],
-                                                        [len(cont) + len(verdict.suffix)])
-    return base.Scores(scores=scores, flops=flops)
+    verdict = VerdictTokens.of(self.loaded.tokenizer)
+    out, rows, flops = base.score_solutions(
+        self.loaded, self.scorer, self.task, candidates, suffix=verdict.suffix,
+        next_token_ids=[verdict.yes_id, verdict.no_id])
+    return base.Scores(scores=_yes(out.next_token_logprobs[rows], self.renormalise), flops=flops)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,13 +13,16 @@ The estimators are eval/bon.py's (exact expectations over N-subsets of the pool,
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from wcse_jax.eval import bon, bootstrap, metrics, plots
+
+
+def _fmt(interval) -> str:
+  return bootstrap.format_interval(interval, digits=3)
 
 # Verifiers whose scores are probabilities, so summing the top scores per answer (weighted
 # self-consistency) means something; a DPO verifier's log-likelihood is not one.
@@ -68,14 +71,14 @@ def write_report(out_dir: str, *, pool: Sequence[Mapping[str, Any]],
       "ns": ns, "baseline": baseline if baseline in curves else None,
       "solution_flops": solution_flops, "verification_flops": cost,
       "methods": {name: {"values": {str(k): float(v) for k, v in c.as_dict().items()},
-                         "at": {str(n): _interval(c.interval(n, **boot)) for n in ns}}
+                         "at": {str(n): c.interval(n, **boot).as_dict() for n in ns}}
                   for name, c in curves.items()},
       "differences": {}, "skipped": dict(skipped or {})}
   if results["baseline"]:
     for name, c in curves.items():
       if name != baseline:
         results["differences"][name] = {
-            str(n): _interval(metrics.paired_difference(c, curves[baseline], n, n, **boot))
+            str(n): metrics.paired_difference(c, curves[baseline], n, n, **boot).as_dict()
             for n in ns}
   os.makedirs(out_dir, exist_ok=True)
   results["figures"] = _plots(out_dir, results, curves, boot)
@@ -137,18 +140,6 @@ def _plots(out_dir, results, curves, boot) -> dict[str, str]:
           title="Accuracy against total compute (solutions + verification)",
           ylabel="Best-of-N accuracy")}
   return {name: os.path.basename(path) for name, path in figures.items()}
-
-
-def _interval(interval: bootstrap.Interval) -> dict[str, float | None]:
-  num = lambda x: None if x is None or math.isnan(x) else float(x)
-  return {"value": num(interval.value), "low": num(interval.low), "high": num(interval.high),
-          "confidence": interval.confidence}
-
-
-def _fmt(value) -> str:
-  if value is None or value["value"] is None:
-    return "n/a"
-  return f"{value['value']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
 
 
 __all__ = ["write_report", "markdown", "PROBABILITY_SCORES"]

@@ -16,6 +16,7 @@ with its sha256 and record count, so anyone can recompute each number from exact
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -90,12 +91,14 @@ def write_report(out_dir: str, *, data_files: Sequence[str], plan: plans.Samplin
       m["diversity_valid"] = None
     measured[model] = m
     fpr = m["fpr"]
+    reasons = collections.Counter(r.get("finish_reason", "unknown") for r in records)
     results["models"][model] = {
         "role": role, "problems": len(sizes), "pool_min": min(sizes), "pool_max": max(sizes),
         "coverage": _by_k(m["coverage"].as_dict()), "diversity": _by_k(m["diversity"].as_dict()),
         "diversity_valid": (_by_k(m["diversity_valid"].as_dict())
                             if m["diversity_valid"] is not None else None),
         "flops_per_sample": metrics.costs(records).flops / (len(sizes) * min(sizes)),
+        "finish_reasons": dict(sorted(reasons.items())),
         "fpr": {"rate": _num(fpr.rate), "false_positives": fpr.false_positives,
                 "judged": fpr.judged, "unjudged": fpr.unjudged,
                 "interval": _interval(fpr.interval(**boot)) if fpr.judged else None}}
@@ -200,6 +203,14 @@ def markdown(results: Mapping[str, Any]) -> str:
                  f"{c['se']['tokens']} | {c['wc']['tokens']} | "
                  f"{c['se']['flops_per_problem']:.4g} | {c['wc']['flops_per_problem']:.4g} | "
                  f"{c['planned_ratio']:.3f} | {_fmt(c['realised_ratio'], 3)} |")
+  lines += ["", "How the samples ended (max_tokens and out_of_cache are cut off; a stage fails "
+            "above its allowed share):", "", "| role | model | records | finish reasons |",
+            "|---|---|---|---|"]
+  for model, m in results["models"].items():
+    total = sum(m["finish_reasons"].values())
+    shares = ", ".join(f"{reason} {count / total:.1%}"
+                       for reason, count in m["finish_reasons"].items())
+    lines.append(f"| {m['role']} | {model} | {total} | {shares} |")
   lines += ["", "## Uniqueness (diversity)", "",
             f"Two solutions are the same when their keys are equal; key = "
             f"{results['uniqueness']}. Diversity counts unique final-answer-correct solutions per "
