@@ -6,7 +6,8 @@ sampling.py's docstring), one process per peer:
     python benchmarks/sampling_peers.py --peer tunix|hf --weights W.npz --presets ... \\
         --workloads ...
 
-It builds the peer's samplers on the shared weights, prints the list of runs, then answers
+It builds the peer's samplers on the shared weights (and, for the ragged workload, the rows'
+lengths sampling.py computed), prints the list of runs, then answers
 "warmup"/"time" requests (one JSON line each on stdin, one tagged JSON line back) until stdin
 closes, so that sampling.py can time every sampler of a workload in turns.
 """
@@ -21,10 +22,15 @@ from typing import Callable
 
 import numpy as np
 
-from sampling import BOS, TAG, WORKLOADS, Local, make_prompts, presets
+from sampling import (BOS, RAGGED, TAG, WORKLOADS, Call, Local, batch_call, make_prompts,
+                      peer_batches, presets)
+
+# One peer call: (prompts, samples per prompt, new tokens per row, the ragged workload's
+# [prompts, samples] lengths or None); a ragged batch runs to its longest row.
+Batch = tuple[list[list[int]], int, int, "np.ndarray | None"]
 
 
-def tunix_peer(config, tree, prompts, samples, new) -> dict[str, Callable[[], int]]:
+def tunix_peer(config, tree, calls: list[Batch]) -> dict[str, Callable[[], Call]]:
   import flax
   from flax import nnx
   from tunix.generate import sampler as tunix_sampler
@@ -63,21 +69,25 @@ def tunix_peer(config, tree, prompts, samples, new) -> dict[str, Callable[[], in
     def pad_id(self):
       return 0
 
-  length = len(prompts[0])
+  length = max(len(p) for prompts, *_ in calls for p in prompts)
   sampler = tunix_sampler.Sampler(
       model, IdTokenizer(), tunix_sampler.CacheConfig(
-          cache_size=length + new, num_layers=config.num_layers,
+          cache_size=length + max(steps for _, _, steps, _ in calls), num_layers=config.num_layers,
           num_kv_heads=config.num_kv_heads, head_dim=config.head_dim))
-  texts = [" ".join(map(str, p[1:])) for p in prompts for _ in range(samples)]
+  texts = [([" ".join(map(str, p[1:])) for p in prompts for _ in range(samples)], steps)
+           for prompts, samples, steps, _ in calls]
 
-  def run() -> int:
-    out = sampler(texts, max_generation_steps=new, max_prompt_length=length, temperature=1.0,
-                  top_p=1.0, seed=0, eos_tokens=[config.vocab_size])
-    return int(sum(len(t) for t in out.tokens))
+  def run() -> Call:
+    for rows, steps in texts:
+      out = sampler(rows, max_generation_steps=steps, max_prompt_length=length, temperature=1.0,
+                    top_p=1.0, seed=0, eos_tokens=[config.vocab_size])
+      if any(len(t) != steps for t in out.tokens):
+        raise RuntimeError(f"Tunix generated {[len(t) for t in out.tokens]}, not {steps} each")
+    return steps_call(calls)
   return {"Tunix sampler": run}
 
 
-def hf_peer(config, tree, prompts, samples, new) -> dict[str, Callable[[], int]]:
+def hf_peer(config, tree, calls: list[Batch]) -> dict[str, Callable[[], Call]]:
   import torch
   import transformers
   hf_config = transformers.Gemma2Config(
@@ -120,21 +130,33 @@ def hf_peer(config, tree, prompts, samples, new) -> dict[str, Callable[[], int]]
   if unexpected or set(missing) - {"lm_head.weight"}:
     raise RuntimeError(f"HF weight mapping: missing {missing}, unexpected {unexpected}")
   model.tie_weights()
-  input_ids = torch.tensor(prompts)  # one length: no padding needed
+  def left_padded(prompts):  # ids and attention mask, padding on the left
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+  inputs = [(*left_padded(prompts), samples, steps) for prompts, samples, steps, _ in calls]
 
-  def run(ids=input_ids, steps=new) -> int:
+  def generate(ids, mask, samples, steps) -> None:
     with torch.inference_mode():
-      out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                           temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=steps,
-                           min_new_tokens=steps, num_return_sequences=samples, pad_token_id=0)
-    return int(out[:, ids.shape[1]:].numel())
+      out = model.generate(ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
+                           top_p=1.0, max_new_tokens=steps, min_new_tokens=steps,
+                           num_return_sequences=samples, pad_token_id=0)
+    if out.shape[1] - ids.shape[1] != steps:
+      raise RuntimeError(f"HF generated {out.shape[1] - ids.shape[1]} steps, not {steps}")
+
+  def run() -> Call:
+    for args in inputs:
+      generate(*args)
+    return steps_call(calls)
 
   # PyTorch's thread pool spin-waits: on a shared, loaded CPU one thread can be several times
   # faster than one per core. Pick the faster on a short probe (1 prompt of 32 tokens, 4 new).
   def probe(threads: int) -> float:
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    run(input_ids[:1, :32], 4)
+    ids, mask, _, _ = inputs[0]
+    generate(ids[:1, :32], mask[:1, :32], 1, 4)
     return time.perf_counter() - start
   threads = min(sorted({os.cpu_count() or 1, 1}), key=lambda n: min(probe(n), probe(n)))
   torch.set_num_threads(threads)
@@ -144,19 +166,33 @@ def hf_peer(config, tree, prompts, samples, new) -> dict[str, Callable[[], int]]
 PEERS = {"tunix": tunix_peer, "hf": hf_peer}
 
 
+def steps_call(calls: list[Batch]) -> Call:
+  """(tokens, idle share) of calls that each decode every row for `steps` tokens."""
+  if all(lengths is None for *_, lengths in calls):
+    return sum(len(prompts) * samples * steps for prompts, samples, steps, _ in calls), None
+  return batch_call([lengths for *_, lengths in calls])
+
+
 def peer_main(args) -> None:
   """Runs in the peer venv: builds its samplers on the shared weights, then answers
   "warmup"/"time" requests (one JSON line each on stdin) until stdin closes."""
   tree = dict(np.load(args.weights))
+  cases = [(p, w) for p in args.presets for w in args.workloads]
+  cases += [(p, "ragged") for p in args.ragged_presets]
   runs = {}
-  for preset in args.presets:
+  for preset, workload in cases:
     config = presets.get_preset(preset)
     layers = {k.split("/", 1)[1]: v for k, v in tree.items() if k.startswith(preset + "/")}
-    for workload in args.workloads:
+    if workload == "ragged":
+      calls = [(prompts, lengths.shape[1], int(lengths.max()), lengths) for prompts, lengths in
+               peer_batches(RAGGED, config.vocab_size, tree["ragged_lengths"], args.peer_batches)]
+      if not calls:
+        continue  # --peer-batches 0
+    else:
       count, length, samples, new = WORKLOADS[workload]
-      prompts = make_prompts(config.vocab_size, count, length)
-      for name, fn in PEERS[args.peer](config, layers, prompts, samples, new).items():
-        runs[f"{preset}/{workload}"] = Local(name, fn, compiles=args.peer != "hf")
+      calls = [(make_prompts(config.vocab_size, count, length), samples, new, None)]
+    for name, fn in PEERS[args.peer](config, layers, calls).items():
+      runs[f"{preset}/{workload}"] = Local(name, fn, compiles=args.peer != "hf")
   print(TAG + json.dumps({k: [r.name, r.compiles] for k, r in runs.items()}), flush=True)
   for line in sys.stdin:
     request = json.loads(line)
@@ -164,8 +200,8 @@ def peer_main(args) -> None:
     if request["op"] == "warmup":
       reply = {"elapsed": run.warmup()}
     else:
-      elapsed, tokens, peak_mb = run.timed()
-      reply = {"elapsed": elapsed, "tokens": tokens, "peak_mb": peak_mb}
+      elapsed, tokens, peak_mb, idle = run.timed()
+      reply = {"elapsed": elapsed, "tokens": tokens, "peak_mb": peak_mb, "idle": idle}
     print(TAG + json.dumps(reply), flush=True)
 
 
@@ -173,8 +209,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--peer", required=True, choices=list(PEERS))
   parser.add_argument("--weights", required=True, help=".npz of the shared weights")
-  parser.add_argument("--presets", nargs="+", required=True)
+  parser.add_argument("--presets", nargs="*", required=True)
   parser.add_argument("--workloads", nargs="+", required=True, choices=list(WORKLOADS))
+  parser.add_argument("--ragged-presets", nargs="*", default=[])
+  parser.add_argument("--peer-batches", type=int, required=True)
   peer_main(parser.parse_args())
 
 

@@ -79,6 +79,10 @@ def wcse_config() -> ml_collections.ConfigDict:
   c.sampling.max_new_tokens = 512  # Per solution.
   c.sampling.cache_length = 2048  # KV-cache time steps: padded prompt + generated tokens.
   c.sampling.batch_prompts = 32  # Distinct prompts per sampler call (each drawn N times).
+  # Decode rows per process and call; 0 = one per (prompt, sample) item. Fewer rows than items
+  # let a row whose sample ended take the next item (sampling/refill.py): less memory, and no
+  # steps spent on rows waiting for the call's longest sample.
+  c.sampling.decode_rows = 0
   # The most samples that may be cut off (at max_new_tokens or the cache end) before the stage
   # fails naming the knob to raise; every stage that samples counts them.
   c.sampling.max_truncated = 0.01

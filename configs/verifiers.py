@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampling.max_new_tokens = 512
   c.sampling.cache_length = 2048
   c.sampling.batch_prompts = 32  # Distinct prompts per sampler call.
+  c.sampling.decode_rows = 0  # Decode rows per call; 0 = one per item (configs/common.py).
   c.sampling.max_truncated = 0.01  # Cut-off samples allowed before a stage fails (a share).
 
   c.verify_data = ml_collections.ConfigDict()

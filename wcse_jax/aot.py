@@ -272,7 +272,7 @@ def compile_sample(config: presets.Gemma2Config, mesh: Mesh, rows: int, prompt_l
   sampler = sampler_lib.Sampler(model, mesh=mesh, rules=rules)
   # The shapes Sampler.sample pads a call to (its step 1), and below its jitted prefill and
   # decode: sampler.py's private pieces, used as they are so the programs are exactly its own.
-  bucket = min(max(pow2(prompt_length), sampler_lib._MIN_BUCKET), sampler.cache_length)
+  bucket = min(max(pow2(prompt_length), sampler_lib.MIN_BUCKET), sampler.cache_length)
   dp = sampler.data_parallel
   batch = -(-pow2(rows) // dp) * dp
   out_len = pow2(new_tokens)

@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -105,6 +106,19 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     return x
   spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)
   return jax.lax.with_sharding_constraint(x, _divisible_spec(spec, x.shape, mesh))
+
+
+def constrain_rows(x: jax.Array) -> jax.Array:
+  """Constrains a [rows, ...] array to the batch sharding (rows over the data axes)."""
+  return constrain(x, ("batch",) + (None,) * (x.ndim - 1))
+
+
+def agree_max(*values: int) -> list[int]:
+  """Element-wise max over processes, so every process pads to the same shapes."""
+  local = np.asarray(values, np.int64)
+  if jax.process_count() == 1:
+    return [int(v) for v in local]
+  return [int(v) for v in multihost_utils.process_allgather(local).max(axis=0)]
 
 
 def logical_shardings(boxed_tree: Any, mesh: Mesh,

@@ -1,5 +1,6 @@
 """Two local CPU processes sample over one global mesh: each passes its own prompts and gets its
-own rows back, equal to one process sampling all prompts (randomness is keyed by prompt id)."""
+own rows back, equal to one process sampling all prompts (randomness is keyed by prompt id), on
+the plain and the refilling path."""
 import json
 import os
 import socket
@@ -31,7 +32,13 @@ _WORKER = textwrap.dedent("""
     result = Sampler(model, mesh=mesh, eos_ids=(64,), cache_length=32).sample(
         params, mine, num_samples=2, max_new_tokens=8, chooser=TopP(0.9), rng=3,
         prompt_ids=[2 * pid, 2 * pid + 1])
-    json.dump({"tokens": result.tokens.tolist(), "flops": result.flops}, open(out, "w"))
+    # The refilling path: 2 rows per process for 4 items, the common BOS as a shared prefix.
+    refilled = Sampler(model, mesh=mesh, eos_ids=(64,), cache_length=32, refill=True, rows=2,
+                       min_shared_prefix=1).sample(
+        params, mine, num_samples=2, max_new_tokens=8, chooser=TopP(0.9), rng=3,
+        prompt_ids=[2 * pid, 2 * pid + 1])
+    json.dump({"tokens": result.tokens.tolist(), "flops": result.flops,
+               "refilled": refilled.tokens.tolist()}, open(out, "w"))
 """)
 
 
@@ -64,3 +71,4 @@ def test_two_processes_agree_with_one(tmp_path, model):
       params, PROMPTS, num_samples=2, max_new_tokens=8, chooser=TopP(0.9), rng=3)
   np.testing.assert_array_equal(np.concatenate([p["tokens"] for p in parts]), whole.tokens)
   assert sum(p["flops"] for p in parts) == whole.flops
+  np.testing.assert_array_equal(np.concatenate([p["refilled"] for p in parts]), whole.tokens)

@@ -89,3 +89,13 @@ def test_bad_arguments(model, params, tok):
     TextSampler(model, tok, batch_size=0)
   with pytest.raises(ValueError, match="num_samples must be an integer >= 1, got 0"):
     sampler(params, PROMPTS, num_samples=0)
+
+
+def test_fewer_decode_rows_than_samples_give_the_same_texts(model, params, tok):
+  """With 2 rows for 4 prompts x 3 samples each row refills (sampling/refill.py); sample j of a
+  prompt draws the same tokens whichever row runs it."""
+  kwargs = dict(num_samples=3, **SAMPLING)
+  wide = TextSampler(model, tok, cache_length=64)(params, PROMPTS, **kwargs)
+  narrow = TextSampler(model, tok, cache_length=64, rows=2)(params, PROMPTS, **kwargs)
+  assert narrow.texts == wide.texts
+  assert narrow.generated_tokens == wide.generated_tokens

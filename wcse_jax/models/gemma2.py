@@ -13,7 +13,10 @@ parameters); structurally it differs where pod-scale training needs it:
 - with a cache (prefill and decode steps) the layer pairs run as a Python loop over static
   slices of the stacked parameters, like the reference's unrolled layers. (Inside the scan, the
   dynamic layer index made XLA copy every layer's cache out of a stacked buffer at every step.)
-- `return_hidden=True` also returns the final-norm hidden states for scalar heads.
+- `return_hidden=True` also returns the final-norm hidden states for scalar heads;
+- a cache may carry a shared prefix (cache.py), stored once for all rows: global layers then
+  attend over its keys and the row's own in one softmax (`_attend_with_prefix`), so a batch of
+  few-shot prompts does not hold (nor read at every decode step) one copy of the exemplars per row.
 
 Masking is positional: a key is visible to a query when its position is >= 0 (negative positions
 mark padding), not after the query's position, in the same segment (packed batches), and, on
@@ -105,7 +108,9 @@ class Attention(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, positions, segment_ids, kv, kv_pos, index):
+  def __call__(self, x, positions, segment_ids, kv, kv_pos, index, prefix=None):
+    """prefix: None, or a shared prefix's (keys [K, H, Lp], values [K, Lp, H], positions [Lp])
+    (global layers only; `index` then counts this layer's own buffer's steps)."""
     cfg = self.config
     weight = lambda name, shape, axes: _Weight(shape, axes, self.param_dtype, name=name)()
     wq = weight("q_einsum", (cfg.num_heads, cfg.embed_dim, cfg.head_dim),
@@ -128,9 +133,11 @@ class Attention(nn.Module):
     new_kv = None
     key_pos, key_seg = positions, segment_ids
     if kv is not None:
-      # kv: this layer's (keys, values) cache buffers.
-      new_kv = (cache_lib.write_kv(kv[0], keys, index, self.local, time_axis=3),
-                cache_lib.write_kv(kv[1], values, index, self.local, time_axis=2))
+      # kv: this layer's (keys, values) cache buffers. With a per-row index, padding is not
+      # written (cache.py).
+      valid = positions >= 0 if jnp.ndim(index) else None
+      new_kv = (cache_lib.write_kv(kv[0], keys, index, self.local, 3, valid),
+                cache_lib.write_kv(kv[1], values, index, self.local, 2, valid))
       if self.local and x.shape[1] > 1:
         # A chunk longer than one step may overwrite ring slots its own earlier queries still
         # need, so attend over (old ring ++ chunk) and only then keep the ring's last W steps.
@@ -140,7 +147,7 @@ class Attention(nn.Module):
       else:
         keys, values = (a.astype(self.dtype) for a in new_kv)
         # The caller passes global positions already updated; the ring's are updated here.
-        key_pos = cache_lib.write_ring(kv_pos, positions, index) if self.local else kv_pos
+        key_pos = cache_lib.write_ring(kv_pos, positions, index, valid) if self.local else kv_pos
       key_seg = None
 
     b, t, n, h = q.shape
@@ -152,10 +159,37 @@ class Attention(nn.Module):
       mask &= segment_ids[:, :, None] == key_seg[:, None, :]
     if self.local:
       mask &= kp > qp - cfg.sliding_window
-    out = attend(q, keys, values, mask, cfg.attn_softcap)
+    if prefix is None:
+      out = attend(q, keys, values, mask, cfg.attn_softcap)
+    else:
+      prefix_k, prefix_v, prefix_pos = prefix
+      prefix_mask = (prefix_pos[None, None, :] >= 0) & (prefix_pos[None, None, :] <= qp)
+      out = _attend_with_prefix(q, keys, values, mask, prefix_k.astype(self.dtype),
+                                prefix_v.astype(self.dtype), prefix_mask, cfg.attn_softcap)
     out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
     out = _constrain(out, ("batch", "length", "heads", "head_dim"))
     return project("BTNH,NHD->BTD", out, wo.astype(self.dtype)), new_kv
+
+
+def _attend_with_prefix(q, keys, values, mask, prefix_k, prefix_v, prefix_mask, softcap):
+  """`attend` over (shared prefix ++ the row's own keys), the prefix read once for all rows.
+
+  The prefix's logits are one matmul of every row's queries against the same [K, H, Lp] keys,
+  so a decode step reads the exemplars once rather than once per row. One softmax spans both
+  parts (a common row maximum), as over the concatenated keys. Inference only (no custom
+  backward pass). q [B, K, G, T, H]; keys/values/mask as in `attend`; prefix_mask [B, T, Lp].
+  """
+  capped = lambda logits, m: jnp.where(m[:, None, None], jnp.tanh(logits / softcap) * softcap,
+                                       attention_lib.MASK_VALUE)
+  own = capped(jnp.einsum("BKGTH,BKHS->BKGTS", q, keys, preferred_element_type=jnp.float32),
+               mask)
+  shared = capped(jnp.einsum("BKGTH,KHS->BKGTS", q, prefix_k,
+                             preferred_element_type=jnp.float32), prefix_mask)
+  row_max = jnp.maximum(jnp.max(own, axis=-1), jnp.max(shared, axis=-1))[..., None]
+  e_own, e_shared = jnp.exp(own - row_max), jnp.exp(shared - row_max)
+  total = (jnp.sum(e_own, axis=-1) + jnp.sum(e_shared, axis=-1))[..., None]
+  out = jnp.einsum("BKGTS,BKSH->BKGTH", (e_own / total).astype(q.dtype), values)
+  return out + jnp.einsum("BKGTS,KSH->BKGTH", (e_shared / total).astype(q.dtype), prefix_v)
 
 
 class FeedForward(nn.Module):
@@ -193,11 +227,11 @@ class Block(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, positions, segment_ids, kv, kv_pos, index):
+  def __call__(self, x, positions, segment_ids, kv, kv_pos, index, prefix=None):
     norm = lambda name: RMSNorm(self.param_dtype, name=name)
     attention = Attention(self.config, self.local, self.dtype, self.param_dtype, name="attn")
     attn_out, new_kv = attention(norm("pre_attention_norm")(x), positions, segment_ids, kv,
-                                 kv_pos, index)
+                                 kv_pos, index, prefix)
     x = x + norm("post_attention_norm")(attn_out)
     mlp_out = FeedForward(self.config, self.dtype, self.param_dtype, name="mlp")(
         norm("pre_ffw_norm")(x))
@@ -212,16 +246,19 @@ class PairBlock(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, positions, segment_ids, kv, local_pos, global_pos, index):
-    """kv: this pair's cache buffers (local_k, local_v, global_k, global_v), or None.
+  def __call__(self, x, positions, segment_ids, kv, local_pos, global_pos, index, prefix=None):
+    """kv: this pair's cache buffers (local_k, local_v, global_k, global_v), or None; prefix:
+    the global layer's shared prefix (keys, values, positions), or None.
     Returns (x, the updated buffers or None): the scan's (carry, per-layer output)."""
     local_kv = global_kv = None
     if kv is not None:
       local_kv, global_kv = kv[:2], kv[2:]
     x, local_kv = Block(self.config, True, self.dtype, self.param_dtype, name="local")(
         x, positions, segment_ids, local_kv, local_pos, index)
+    # The global buffers start after the shared prefix's steps (cache.py).
+    global_index = index if prefix is None else index - prefix[2].shape[0]
     x, global_kv = Block(self.config, False, self.dtype, self.param_dtype, name="global")(
-        x, positions, segment_ids, global_kv, global_pos, index)
+        x, positions, segment_ids, global_kv, global_pos, global_index, prefix)
     return x, None if kv is None else local_kv + global_kv
 
 
@@ -256,7 +293,8 @@ class Gemma2(nn.Module):
       positions: [B, L] absolute positions; negative marks padding (never attended to).
       segment_ids: [B, L] ids of packed sequences (tokens attend only within their segment).
         Not allowed together with `cache`.
-      cache: decoding state; the L tokens are written at time steps cache.index .. +L-1.
+      cache: decoding state; the L tokens are written at time steps cache.index .. +L-1
+        (each row at its own when the index is per row; see cache.py).
       return_hidden: also return the final-norm hidden states.
     """
     cfg = self.config
@@ -287,8 +325,10 @@ class Gemma2(nn.Module):
       if self.is_initializing():
         raise ValueError("initialize the model without a cache (init_params does)")
       index = cache.index
+      valid = positions >= 0 if index.ndim else None  # padding is not written (cache.py)
       # Global layers attend over the cache after writing; they need the new positions already.
-      global_pos = cache_lib.write_linear(cache.global_pos, positions, index)
+      global_pos = cache_lib.write_linear(cache.global_pos, positions,
+                                          index - cache.prefix_length, valid)
       # A Python loop over static slices of the stacked weights (see the module docstring).
       pair = PairBlock(cfg, self.dtype, self.param_dtype, parent=None)
       buffers = []
@@ -296,12 +336,17 @@ class Gemma2(nn.Module):
         weights = jax.tree.map(lambda w: w[layer], self.variables["params"]["layers"])
         kv = (cache.local_k[layer], cache.local_v[layer], cache.global_k[layer],
               cache.global_v[layer])
+        prefix = None
+        if cache.prefix_pos is not None:
+          prefix = (cache.prefix_k[layer], cache.prefix_v[layer], cache.prefix_pos)
         x, kv = pair.apply({"params": weights}, x, positions, None, kv, cache.local_pos,
-                           global_pos, index)
+                           global_pos, index, prefix)
         buffers.append(kv)
       lk, lv, gk, gv = (tuple(b) for b in zip(*buffers))
-      local_pos = cache_lib.write_ring(cache.local_pos, positions, index)
-      new_cache = cache_lib.Cache(lk, lv, gk, gv, local_pos, global_pos, index + tokens.shape[1])
+      local_pos = cache_lib.write_ring(cache.local_pos, positions, index, valid)
+      new_cache = cache.replace(local_k=lk, local_v=lv, global_k=gk, global_v=gv,
+                                local_pos=local_pos, global_pos=global_pos,
+                                index=index + tokens.shape[1])
     x = RMSNorm(self.param_dtype, name="final_norm")(x)
 
     logits = embedding.decode(x)

@@ -14,6 +14,11 @@ How a call runs:
 3. Decode (jitted, state donated) is one `lax.while_loop` feeding one token per row per step;
    it exits as soon as every row has finished.
 
+That is the plain path. `Sampler(..., refill=True)` runs the same call through refill.py instead
+(the text API's default): rows whose sample ended take the next pending (prompt, sample) item
+inside the decode loop, rows are dropped once none is pending, and a prefix common to all prompts
+(few-shot exemplars) is prefilled and stored once; the results are the plain path's.
+
 A row finishes on an end token (`eos_ids`), on a stop sequence (`StopMatcher`), after
 `max_new_tokens`, or when the cache is full. The cache holds `min(cache_length, P + T)` time steps
 (T: `max_new_tokens` rounded up to a power of two) shared by all rows, padding included; a row still
@@ -50,7 +55,9 @@ from wcse_jax.sampling.buckets import pow2
 from wcse_jax.sampling.choosers import Chooser, Greedy
 from wcse_jax.sampling.stops import StopMatcher
 
-_MIN_BUCKET = 8
+_rows = parallel.constrain_rows  # (short: nearly every array below is constrained)
+
+MIN_BUCKET = 8
 
 
 class FinishReason(enum.IntEnum):
@@ -71,6 +78,9 @@ class SampleOutput:
   prompt_lengths: np.ndarray  # [P] int32
   prefill_flops: float
   decode_flops: float
+  # Forward steps x rows the decode loop ran for this process's rows, finished and padding rows
+  # included: 1 - sum(lengths - 1) / decode_row_steps is the share spent on finished rows.
+  decode_row_steps: int = 0
 
   @property
   def flops(self) -> float:
@@ -93,11 +103,6 @@ class _State:
   done: jax.Array  # [rows] bool (padding rows start done)
   step: jax.Array  # [] int32, tokens generated so far by the rows still running
   max_new: jax.Array  # [] int32
-
-
-def _rows(x: jax.Array) -> jax.Array:
-  """Constrains a [rows, ...] array to the batch sharding (rows over the data axes)."""
-  return parallel.constrain(x, ("batch",) + (None,) * (x.ndim - 1))
 
 
 def head_logits(model: gemma2.Gemma2, params: Any, hidden: jax.Array) -> jax.Array:
@@ -197,15 +202,8 @@ _prefill_jit = jax.jit(_prefill, static_argnames=_STATIC + ("num_samples", "cach
 _decode_jit = jax.jit(_decode, static_argnames=_STATIC, donate_argnames=("state",))
 
 
-def _agree_max(*values: int) -> list[int]:
-  """Element-wise max over processes, so every process pads to the same shapes."""
-  local = np.asarray(values, np.int64)
-  if jax.process_count() == 1:
-    return [int(v) for v in local]
-  return [int(v) for v in multihost_utils.process_allgather(local).max(axis=0)]
-
-
-def _key_data(rng: int | jax.Array) -> np.ndarray:
+def seed_key_data(rng: int | jax.Array) -> np.ndarray:
+  """The raw key data of an int seed or a typed key (what the jitted programs take)."""
   if isinstance(rng, (int, np.integer)):
     rng = jax.random.key(int(rng))
   elif not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
@@ -225,6 +223,13 @@ class Sampler:
   pad_id: fills prompt padding and the tokens after a row's end.
   cache_length: the most time steps a row may occupy, padded prompt plus generated tokens;
     None: the preset's max_len.
+  refill: run calls through refill.py: a row whose sample ended takes the next pending
+    (prompt, sample) item, finished rows are dropped once none is pending, and a prefix common to
+    all prompts is prefilled and stored once. Same results (see refill.py); False: the plain path
+    described above, every row decoding until the longest ends.
+  rows: with refill, the decode rows per process (a memory bound; fewer rows than items is what
+    lets rows refill); None: one per item, as the plain path.
+  min_shared_prefix: with refill, the shortest common prompt prefix (tokens) stored once.
   """
   model: gemma2.Gemma2
   mesh: Mesh | None = None
@@ -232,6 +237,9 @@ class Sampler:
   pad_id: int = 0
   cache_length: int | None = None
   rules: tuple = parallel.DEFAULT_RULES
+  refill: bool = False
+  rows: int | None = None
+  min_shared_prefix: int = 32
 
   def __post_init__(self):
     if self.mesh is None:
@@ -241,6 +249,8 @@ class Sampler:
       object.__setattr__(self, "cache_length", self.model.config.max_len)
     if self.cache_length < 2:
       raise ValueError(f"cache_length must be >= 2, got {self.cache_length}")
+    if self.rows is not None and self.rows < 1:
+      raise ValueError(f"rows must be >= 1 (or None: one per work item), got {self.rows}")
 
   @property
   def data_parallel(self) -> int:
@@ -265,10 +275,15 @@ class Sampler:
     prompt_ids = np.asarray(prompt_ids, np.int64)
     if prompt_ids.shape != (len(prompts),):
       raise ValueError(f"prompt_ids has shape {prompt_ids.shape}, expected ({len(prompts)},)")
+    if self.refill:
+      from wcse_jax.sampling import refill  # pylint: disable=import-outside-toplevel
+      # (refill.py builds on this module's pieces, so it is imported here, not at the top.)
+      return refill.sample(self, params, prompts, num_samples, max_new_tokens, chooser, rng, stop,
+                           prompt_ids)
     lengths = np.array([len(p) for p in prompts], np.int32)
 
-    count, longest = _agree_max(len(prompts), lengths.max())
-    bucket = min(max(pow2(longest), _MIN_BUCKET), self.cache_length)
+    count, longest = parallel.agree_max(len(prompts), lengths.max())
+    bucket = min(max(pow2(longest), MIN_BUCKET), self.cache_length)
     dp_local = max(self.data_parallel // jax.process_count(), 1)
     batch = -(-pow2(count) // dp_local) * dp_local
     out_len = pow2(max_new_tokens)
@@ -286,7 +301,7 @@ class Sampler:
     with parallel.activate(self.mesh, self.rules):
       inputs = parallel.global_batch(local, self.mesh, self.rules)
       state = _prefill_jit(**static, num_samples=num_samples, cache_size=cache_size,
-                           out_len=out_len, params=params, **inputs, key_data=_key_data(rng),
+                           out_len=out_len, params=params, **inputs, key_data=seed_key_data(rng),
                            max_new=np.int32(max_new_tokens), stop_table=stop_table)
       state = _decode_jit(**static, params=params, state=state, stop_table=stop_table)
 
@@ -300,7 +315,9 @@ class Sampler:
         prompt_lengths=lengths,
         prefill_flops=flops_lib.prefill_flops(cfg, lengths),
         decode_flops=flops_lib.decode_flops(cfg, np.repeat(lengths, num_samples),
-                                            out_lengths.reshape(-1)))
+                                            out_lengths.reshape(-1)),
+        # Every row runs every step; `step` counts the first token, chosen in the prefill.
+        decode_row_steps=(int(state.step) - 1) * batch * num_samples)
 
   def _check(self, prompts: list[np.ndarray], num_samples: int, max_new_tokens: int,
              stop: StopMatcher | None) -> None:

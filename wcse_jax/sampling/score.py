@@ -53,7 +53,9 @@ from wcse_jax.models import cache as cache_lib
 from wcse_jax.models import gemma2
 from wcse_jax.sampling import flops as flops_lib
 from wcse_jax.sampling.buckets import pow2
-from wcse_jax.sampling.sampler import _agree_max, _rows, head_logits
+from wcse_jax.sampling.sampler import head_logits
+
+_rows = parallel.constrain_rows  # (short: nearly every array below is constrained)
 
 _MIN_PREFIX_BUCKET = 8
 
@@ -229,7 +231,7 @@ class Scorer:
     flat = [c for cs in conts for c in cs]
     distinct, rows_of = _merge(prefixes, offsets)
 
-    count, most, longest, longest_cont = _agree_max(
+    count, most, longest, longest_cont = parallel.agree_max(
         len(distinct), max(map(len, rows_of)), max(map(len, distinct)), max(map(len, flat)))
     prefix_bucket = min(max(pow2(longest), _MIN_PREFIX_BUCKET), self.cache_length)
     bucket = pow2(longest_cont)
@@ -239,7 +241,7 @@ class Scorer:
     group = -(-min(cap // num, pow2(count)) // dp_local) * dp_local  # prefixes per prefill
     groups = -(-count // group)
     members = [range(g * group, min((g + 1) * group, len(distinct))) for g in range(groups)]
-    chunks = _agree_max(*[max([-(-len(rows_of[u]) // num) for u in m], default=0)
+    chunks = parallel.agree_max(*[max([-(-len(rows_of[u]) // num) for u in m], default=0)
                           for m in members])
     cache_size = prefix_bucket + bucket + len(suffix)
 

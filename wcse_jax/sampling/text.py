@@ -87,11 +87,15 @@ class TextSampler:
 
   extra_eos_ids: further end tokens (e.g. an end-of-turn id).
   batch_size: prompts per sampler call.
+  rows: decode rows per process and call (Sampler.rows); fewer than batch_size x num_samples lets
+    a row whose sample ended take the next (prompt, sample) item, which is what saves the steps
+    of rows that would otherwise idle until the call's longest sample ends; None: one row per
+    item (the most memory, no refill within a call).
   """
 
   def __init__(self, model: gemma2.Gemma2, tokenizer: Tokenizer, *, mesh: Any = None,
                cache_length: int | None = None, extra_eos_ids: Sequence[int] = (),
-               batch_size: int = 64):
+               batch_size: int = 64, rows: int | None = None):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     self.tokenizer = tokenizer
@@ -99,7 +103,8 @@ class TextSampler:
     # The refilling path (refill.py): the same results as the plain one, faster when samples
     # end at different lengths or the prompts share their few-shot exemplars.
     self.sampler = Sampler(model, mesh=mesh, eos_ids=(tokenizer.eos_id, *extra_eos_ids),
-                           pad_id=tokenizer.pad_id, cache_length=cache_length, refill=True)
+                           pad_id=tokenizer.pad_id, cache_length=cache_length, refill=True,
+                           rows=rows)
     self._matchers: dict[tuple[str, ...], StopMatcher] = {}
 
   def stop_matcher(self, stop: Sequence[str]) -> StopMatcher | None:

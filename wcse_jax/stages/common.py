@@ -69,12 +69,13 @@ def load_model(spec: ml_collections.ConfigDict, ctx: experiment.Context,
   return loading.load(resolve(spec, ctx), mesh)
 
 
-def text_sampler(loaded: loading.LoadedModel, mesh, *, cache_length: int,
-                 batch_size: int) -> TextSampler:
+def text_sampler(loaded: loading.LoadedModel, mesh, *, cache_length: int, batch_size: int,
+                 rows: int = 0) -> TextSampler:
   """The text API for a loaded model: its tokenizer's EOS ends rows, `batch_size` prompts per
-  sampler call, at most `cache_length` time steps (padded prompt + generated) per row."""
+  sampler call, at most `cache_length` time steps (padded prompt + generated) per row, `rows`
+  decode rows per process (0: one per (prompt, sample) item; TextSampler)."""
   return TextSampler(loaded.model, loaded.tokenizer, mesh=mesh, cache_length=cache_length,
-                     batch_size=batch_size)
+                     batch_size=batch_size, rows=rows or None)
 
 
 def generate(loaded: loading.LoadedModel, sampler: TextSampler, task: Task,

@@ -56,7 +56,8 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
                   "verify_data.per_problem", "score.votes",
                   "score.max_new_tokens", "score.chunk_problems", "bon.num_resamples")
   common.non_negative(cfg, "sampling.num_problems", "sampling.eval_problems",
-                      "sampling.eval_samples", "seed", "verify_data.judge_shots")
+                      "sampling.eval_samples", "sampling.decode_rows", "seed",
+                      "verify_data.judge_shots")
   common.check(cfg, "sampling.split", lambda v: v != "test", "a training split")
   common.check(cfg, "sampling.temperature", lambda v: v > 0, "> 0")
   common.check(cfg, "verify_data.rationales", lambda v: v in ("task", "model"),
@@ -85,7 +86,7 @@ def solutions(ctx) -> dict[str, Any]:
   task, evaluation, mesh = common.make_task(cfg), eval_task(cfg), common.make_mesh(cfg)
   policy = common.load_model(cfg.models.policy, ctx, mesh)
   sampler = common.text_sampler(policy, mesh, cache_length=s.cache_length,
-                                batch_size=s.batch_prompts)
+                                batch_size=s.batch_prompts, rows=s.decode_rows)
   counts = {}
   eval_shots = s.num_shots if s.eval_num_shots < 0 else s.eval_num_shots
   for part, task_, split, n, samples, shots in (

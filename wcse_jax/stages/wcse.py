@@ -69,7 +69,8 @@ def _validate_sampling(cfg: ml_collections.ConfigDict) -> None:
     plan_of(cfg)
   except ValueError as e:
     raise experiment.StageError(f"config.wcse: {e}") from None
-  common.non_negative(cfg, "sampling.num_problems", "sampling.num_shots", "seed")
+  common.non_negative(cfg, "sampling.num_problems", "sampling.num_shots", "sampling.decode_rows",
+                      "seed")
   common.positive(cfg, "sampling.max_new_tokens", "sampling.cache_length",
                   "sampling.batch_prompts", "wcse.probe_problems")
   common.check(cfg, "sampling.temperature", lambda v: v > 0,
@@ -137,7 +138,8 @@ def sample(ctx) -> dict[str, Any]:
   for role in ROLES:  # SE first: its pool size does not depend on the cost ratio
     loaded = common.load_model(cfg.models[role], ctx, mesh)
     sampler = common.text_sampler(loaded, mesh, cache_length=cfg.sampling.cache_length,
-                                  batch_size=cfg.sampling.batch_prompts)
+                                  batch_size=cfg.sampling.batch_prompts,
+                                  rows=cfg.sampling.decode_rows)
     _check_role(cfg, role, loaded)
     if role in probed:
       measured[loaded.name] = _probe_flops_per_token(cfg, loaded, sampler, task, problems)
