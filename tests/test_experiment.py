@@ -194,6 +194,8 @@ def test_a_stage_built_from_an_input_that_was_rebuilt_is_refused(tmp_path):
 def test_a_partial_stage_is_not_resumed_under_another_config(tmp_path):
   @experiment.stage("flaky")
   def flaky(ctx):
+    with open(os.path.join(ctx.out, "shard0.txt"), "w") as f:
+      f.write("work")  # some work, which the other config must not be mixed with
     raise RuntimeError("crash")
 
   with pytest.raises(RuntimeError):
@@ -211,6 +213,8 @@ def test_a_partial_stage_is_not_resumed_after_its_input_was_rebuilt(tmp_path):
   def third(ctx):
     ctx.input("first")
     if fail["on"]:
+      with open(os.path.join(ctx.out, "shard0.txt"), "w") as f:
+        f.write("work")  # made from the old 'first'
       raise RuntimeError("crash")
     return {}
 

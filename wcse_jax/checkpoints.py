@@ -11,17 +11,25 @@ Layouts:
 
 Loading restores every array straight into the sharding its slice of our tree will have, then
 stacks on device, so no host ever holds a whole 27B model.
+
+A checkpoint that cannot be read (a truncated or corrupt orbax file; orbax and tensorstore then
+raise errors hundreds of lines long) or does not fit the model raises files.DataError, one line
+naming the folder, the innermost cause and what to do.
 """
 from __future__ import annotations
 
+import gc
 import os
-from typing import Any
+import sys
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec
+
+from wcse_jax.files import DataError
 
 _KINDS = ("local", "global")
 
@@ -43,7 +51,7 @@ def from_nested(nested: dict) -> dict:
   """The reference's per-layer tree -> our scanned tree (stacks layer 2p as local, 2p+1 global)."""
   num_layers = sum(k.startswith("layer_") for k in nested)
   if num_layers % 2:
-    raise ValueError(f"checkpoint has {num_layers} layers; Gemma 2 needs an even number")
+    raise DataError(f"checkpoint has {num_layers} layers; Gemma 2 needs an even number")
   layers = {kind: jax.tree.map(lambda *xs: jnp.stack(xs),
                                *[nested[f"layer_{i}"] for i in range(offset, num_layers, 2)])
             for offset, kind in enumerate(_KINDS)}
@@ -69,7 +77,7 @@ def flat_to_nested(flat: dict) -> dict:
   entries = {}
   for module, leaves in flat.items():
     if not module.startswith("transformer/"):
-      raise ValueError(f"checkpoint entry {module!r} is not a Gemma 2 text-model parameter")
+      raise DataError(f"checkpoint entry {module!r} is not a Gemma 2 text-model parameter")
     module = module[len("transformer/"):]
     for leaf, value in leaves.items():
       key = module if module.endswith(("/mlp/gating_einsum", "/mlp/linear")) else f"{module}/{leaf}"
@@ -98,15 +106,15 @@ def _check_shapes(expected: dict, found: dict, path: str) -> None:
   exp_keys = [(m, l) for m in expected for l in expected[m]]
   for module, leaf in exp_keys:
     if module not in found or leaf not in found[module]:
-      raise ValueError(f"{path}: checkpoint has no parameter {module}/{leaf}")
+      raise DataError(f"{path}: checkpoint has no parameter {module}/{leaf}")
     want, got = tuple(expected[module][leaf].shape), tuple(found[module][leaf].shape)
     if want != got:
-      raise ValueError(
+      raise DataError(
           f"{path}: parameter {module}/{leaf} has shape {got}, the model expects {want}; "
           "is the checkpoint for another model size (preset) or vocabulary?")
   extra = sorted(f"{m}/{l}" for m in found for l in found[m] if (m, l) not in set(exp_keys))
   if extra:
-    raise ValueError(f"{path}: checkpoint has parameters the model does not: {extra[:5]}")
+    raise DataError(f"{path}: checkpoint has parameters the model does not: {extra[:5]}")
 
 
 def load_gemma(path: str | os.PathLike, abstract: dict, shardings: dict | None = None,
@@ -124,13 +132,11 @@ def load_gemma(path: str | os.PathLike, abstract: dict, shardings: dict | None =
   if not os.path.isdir(path):
     raise FileNotFoundError(f"Gemma checkpoint folder not found: {path}")
   checkpointer = ocp.StandardCheckpointer()
-  found = checkpointer.metadata(path)
-  found = getattr(found, "item_metadata", found)
-  found = getattr(found, "tree", found)
+  found = _metadata(checkpointer, path)
   expected = _expected_flat(abstract)
   if "transformer/embedder" not in found:
-    raise ValueError(f"{path}: not a Gemma checkpoint in the published flat layout "
-                     f"(top-level keys: {sorted(found)[:5]})")
+    raise DataError(f"{path}: not a Gemma checkpoint in the published flat layout "
+                    f"(top-level keys: {sorted(found)[:5]})")
   _check_shapes(expected, found, path)
 
   layer_shardings = None
@@ -147,7 +153,7 @@ def load_gemma(path: str | os.PathLike, abstract: dict, shardings: dict | None =
           sharding=None if layer_shardings is None else layer_shardings[module][leaf])
           for leaf in leaves}
       for module, leaves in expected.items()}
-  restored = checkpointer.restore(path, target)
+  restored = read(path, lambda: checkpointer.restore(path, target))
   stack = lambda nested: jax.tree.map(lambda x: x.astype(dtype), from_nested(nested))
   if shardings is not None:
     stack = jax.jit(stack, out_shardings=shardings)
@@ -178,21 +184,64 @@ def restore(path: str | os.PathLike, abstract: Any, shardings: Any = None) -> An
   else:
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
-  found = ocp.StandardCheckpointer().metadata(path)
-  found = getattr(found, "item_metadata", found)
-  found = getattr(found, "tree", found)
+  found = _metadata(ocp.StandardCheckpointer(), path)
   want = traverse_util.flatten_dict(jax.tree.map(lambda x: x.shape, abstract,
                                                  is_leaf=lambda x: hasattr(x, "shape")), sep="/")
   have = traverse_util.flatten_dict(jax.tree.map(lambda x: tuple(x.shape), found,
                                                  is_leaf=lambda x: hasattr(x, "shape")), sep="/")
   for key, shape in want.items():
     if key not in have:
-      raise ValueError(f"{path}: checkpoint has no parameter {key}")
+      raise DataError(f"{path}: checkpoint has no parameter {key}")
     if tuple(shape) != tuple(have[key]):
-      raise ValueError(f"{path}: parameter {key} has shape {tuple(have[key])}, "
-                       f"the model expects {tuple(shape)}")
-  return ocp.StandardCheckpointer().restore(path, target)
+      raise DataError(f"{path}: parameter {key} has shape {tuple(have[key])}, "
+                      f"the model expects {tuple(shape)}")
+  return read(path, lambda: ocp.StandardCheckpointer().restore(path, target))
+
+
+_REMEDY = "restore the folder from a copy, or delete it and rerun the stage that wrote it"
+
+
+def read(path: str, fn: Callable[[], Any], remedy: str = _REMEDY) -> Any:
+  """`fn()`, an orbax read of the checkpoint at `path`. A failure becomes one line: DataError
+  naming `path`, the innermost cause (tensorstore's own message, e.g. "OUT_OF_RANGE: Error
+  reading ... byte range") and `remedy`. Running out of memory is no damage, and passes as is."""
+  try:
+    return fn()
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except; orbax raises any type for a bad file
+    cause = e
+    while cause.__cause__ is not None:
+      cause = cause.__cause__
+    if isinstance(cause, (MemoryError, jax.errors.JaxRuntimeError)):
+      raise
+    text = (str(cause).strip().splitlines() or [""])[0]
+    text = text if len(text) <= 300 else text[:300] + " ..."
+    error = DataError(f"{path}: cannot be read as a checkpoint ({type(cause).__name__}: {text}); "
+                      f"it is damaged, or not a checkpoint folder: {remedy}")
+  # Outside the except block the orbax error is garbage. Its pending read coroutines would each
+  # print a tensorstore spec (~60 lines) as an "Exception ignored" when collected: collect them
+  # now, with that report silenced.
+  hook = sys.unraisablehook
+  sys.unraisablehook = lambda _: None
+  try:
+    gc.collect()
+  finally:
+    sys.unraisablehook = hook
+  raise error
+
+
+def _metadata(checkpointer: ocp.StandardCheckpointer, path: str) -> Any:
+  """The tree of shapes and dtypes a checkpoint holds (DataError when it cannot be read)."""
+  found = read(path, lambda: checkpointer.metadata(path))
+  found = getattr(found, "item_metadata", found)
+  found = getattr(found, "tree", found)
+  if not isinstance(found, Mapping):  # orbax logs a warning and returns None for a bad _METADATA
+    raise DataError(f"{path}: cannot be read as a checkpoint (no readable tree metadata, "
+                    f"{os.path.join(path, '_METADATA')}); it is damaged, or not a checkpoint "
+                    f"folder: {_REMEDY}")
+  return found
 
 
 __all__ = ["to_nested", "from_nested", "nested_to_flat", "flat_to_nested", "load_gemma",
-           "export_gemma", "save", "restore"]
+           "export_gemma", "save", "restore", "read"]

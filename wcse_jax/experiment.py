@@ -13,13 +13,32 @@ Folder protocol, for stage S in workdir W (DESIGN §1):
                 again, so S resumes from its own shards or checkpoints. Its START.json records the
                 config S was started with and the inputs it read; resuming it under another config,
                 or after an input was rebuilt, is an error rather than a silent mix.
+                A .partial that holds no work (nothing but START.json, empty folders and empty
+                lock files: the attempt failed before writing anything) is started afresh under
+                the new config instead, with a log line.
   W/S/          the finished stage: W/S.partial renamed atomically once MANIFEST.json is in it.
                 A rerun skips it after checking that its config hash and its inputs still match.
+  W/.lock       held (fcntl.flock, with host, pid and start time written in it) by process 0 of
+                the run using W; a second live run into W is refused naming the holder. A lock
+                left by a dead run (the flock is free, or its pid is gone on this host) is taken
+                over with a log line. Removed when the run ends. On a filesystem whose flock
+                does not reach other hosts, a live run on another host looks dead: give each
+                run its own workdir there.
+
+Records are verified: the manifest lists the stage's record files (every *.jsonl.gz, *.jsonl
+and *.json under its folder but START/MANIFEST and orbax checkpoint folders) with byte size,
+sha256 and, for .jsonl.gz shards, the record count, and carries a checksum of its own content.
+`Context.input` checks them (on every process, once per input per run of the reading stage):
+a missing, added or changed file, or an edited manifest, is a one-line DataError naming the
+file. A deliberate edit is accepted by `refresh_manifest(folder)` (main's --refresh_manifest=S),
+which re-lists the files and notes the edit in the manifest; the manifest's hash changes with
+it, so stages built from the old one must be rerun.
 
 The runner knows no experiment: a config lists the modules whose import registers its stages
-(`config.stage_modules`). Before anything runs (or is deleted by
-`rerun`), every listed stage's `validate(config)` checks the knobs it reads and raises StageError
-naming the key; `describe` gives the same checks plus the plan without running (main's dry run).
+(`config.stage_modules`). Before anything runs (or is deleted by `rerun`), every listed stage's
+`validate(config)` checks the knobs it reads and raises StageError naming the key (a ValueError
+it raises becomes a StageError naming the stage); `describe` gives the same checks plus the plan
+without running (main's dry run).
 
 Config scope: a stage's config hash covers `config_keys` (dotted keys it reads) or, when it names
 none, the whole config except the runner's own knobs (RUNNER_KEYS). A stage that names its keys
@@ -32,9 +51,11 @@ those steps.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import difflib
+import fcntl
 import hashlib
 import importlib
 import importlib.metadata
@@ -44,13 +65,15 @@ import os
 import platform
 import re
 import shutil
+import socket
 import time
 import uuid
-from typing import Any, Callable, Mapping
+from typing import IO, Any, Callable, Iterator, Mapping
 
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 
 from wcse_jax.config_base import RUNNER_KEYS
 from wcse_jax import files
@@ -58,6 +81,11 @@ from wcse_jax import files
 MANIFEST = "MANIFEST.json"
 START = "START.json"
 PARTIAL_SUFFIX = ".partial"
+LOCK = ".lock"
+RECORD_SUFFIXES = (".jsonl.gz", ".jsonl", ".json")
+# Files that mark an orbax checkpoint folder: its internals are not records and may be huge.
+_CHECKPOINT_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
+_MANIFEST_FIELDS = ("stage", "config_hash", "config", "inputs", "counts")
 VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections",
                       "numpy", "wcse_jax")
 
@@ -123,20 +151,26 @@ class Context:
   inputs_read: dict[str, str] = dataclasses.field(default_factory=dict)
 
   def input(self, stage_name: str) -> str:
-    """Returns the finished folder of `stage_name` and records its manifest hash as an input."""
+    """Returns the finished folder of `stage_name` and records its manifest hash as an input.
+
+    The first call per stage also verifies its record files against its manifest (DataError
+    naming a missing, added or edited file)."""
     folder = os.path.join(self.workdir, stage_name)
-    manifest = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(manifest):
+    manifest_path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(manifest_path):
       raise StageError(
           f"stage {self.name!r} reads the output of stage {stage_name!r}, which is not finished "
-          f"in {self.workdir} ({manifest} does not exist). List {stage_name!r} before "
+          f"in {self.workdir} ({manifest_path} does not exist). List {stage_name!r} before "
           f"{self.name!r} in config.stages.")
+    manifest = read_manifest(folder)
     source = _REGISTRY.get(stage_name)
     if source is not None:  # It may not be in config.stages this time; its config must still match.
       scoped = stage_config(self.config, source)
-      _check_same_config(stage_name, folder, files.read_json(manifest), scoped, config_hash(scoped),
+      _check_same_config(stage_name, folder, manifest, scoped, config_hash(scoped),
                          what="was made")
-    digest = files.sha256(manifest)
+    if stage_name not in self.inputs_read:  # Once per input: stages call input() repeatedly.
+      verify_files(folder, manifest)
+    digest = files.sha256(manifest_path)
     start_path = os.path.join(self.out, START)
     start = files.read_json(start_path)
     started_from = start["inputs"].get(stage_name)
@@ -157,11 +191,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
   stages = resolve_stages(config)
   validate(config, stages)
   names = [s.name for s in stages]
-  if is_chief():
-    os.makedirs(workdir, exist_ok=True)
-  if config.get("rerun"):
-    _delete_from(config.rerun, names, workdir)
-  return {s.name: _run_stage(s, config, workdir) for s in stages}
+  with workdir_lock(workdir):
+    if config.get("rerun"):
+      _delete_from(config.rerun, names, workdir)
+    return {s.name: _run_stage(s, config, workdir) for s in stages}
 
 
 def validate(config: ml_collections.ConfigDict, stages: list[Stage] | None = None) -> None:
@@ -174,7 +207,12 @@ def validate(config: ml_collections.ConfigDict, stages: list[Stage] | None = Non
   for spec in stages:
     stage_config(config, spec)  # a stage naming a key the config lacks fails here
     if spec.validate is not None:
-      spec.validate(config)
+      try:
+        spec.validate(config)
+      except (StageError, files.DataError):
+        raise
+      except ValueError as e:  # e.g. an unknown preset or task named in the config
+        raise StageError(f"stage {spec.name!r} rejects the config: {e}") from e
 
 
 def describe(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
@@ -190,13 +228,14 @@ def describe(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
     scoped = stage_config(config, spec)
     digest = config_hash(scoped)
     final = os.path.join(workdir, spec.name)
-    manifest = os.path.join(final, MANIFEST)
     start = os.path.join(final + PARTIAL_SUFFIX, START)
     if i >= rerun_from:
       state = "rerun (deleted, then run)"
-    elif os.path.isfile(manifest):
-      same = files.read_json(manifest)["config_hash"] == digest
+    elif os.path.isfile(os.path.join(final, MANIFEST)):
+      same = read_manifest(final)["config_hash"] == digest
       state = "finished: skipped" if same else "finished with another config: refused"
+    elif os.path.isfile(start) and _holds_no_work(final + PARTIAL_SUFFIX):
+      state = "failed before any work: started afresh"
     elif os.path.isfile(start):
       same = files.read_json(start)["config_hash"] == digest
       state = "partly done: resumed" if same else "partly done with another config: refused"
@@ -275,6 +314,224 @@ def versions() -> dict[str, str]:
   return found
 
 
+_HELD: dict[str, int] = {}  # realpath(workdir) -> how deeply this process holds its lock
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+  """Holds `workdir` for this run (W/.lock, see the module docstring); reentrant per process.
+
+  Process 0 takes the lock (creating `workdir`); a second live run is refused with a StageError
+  naming the holder. Multi-host, every process learns process 0's outcome, so none runs on alone.
+  """
+  key = os.path.realpath(workdir)
+  if key in _HELD:
+    _HELD[key] += 1
+    try:
+      yield
+    finally:
+      _HELD[key] -= 1
+    return
+  handle, refusal = None, None
+  if is_chief():
+    try:
+      handle = _acquire(workdir)
+    except StageError as e:
+      refusal = e
+  locked = refusal is None
+  if jax.process_count() > 1:
+    locked = bool(multihost_utils.broadcast_one_to_all(np.int32(locked)))
+  if refusal is not None:
+    raise refusal
+  if not locked:
+    raise StageError(f"process 0 could not lock {workdir}: another run uses it (process 0's "
+                     f"error names it); wait for that run, or use another --workdir")
+  _HELD[key] = 1
+  try:
+    yield
+  finally:
+    del _HELD[key]
+    if handle is not None:
+      # Removed while still locked, so no other run can have locked this file meanwhile.
+      os.remove(os.path.join(workdir, LOCK))
+      handle.close()
+
+
+def _acquire(workdir: str) -> IO[str]:
+  """The open, flocked W/.lock with this process's host, pid and start time written in it."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK)
+  host = socket.gethostname()
+  for _ in range(3):  # Retried when the file was replaced while we locked it.
+    handle = open(path, "a+")
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _lock_holder(handle)
+      handle.close()
+      if holder.get("host") == host and not _alive(holder.get("pid")):
+        # The flock lives on in a process the dead run started (a forked worker, say).
+        _log.warning("%s: taking over the lock of run pid %s on this host, which is gone (a "
+                     "process it started still holds the file)", path, holder.get("pid"))
+        with contextlib.suppress(FileNotFoundError):  # Another run may have removed it first.
+          os.remove(path)
+        continue
+      raise StageError(
+          f"{workdir} is in use by another run (host {holder.get('host', '?')}, pid "
+          f"{holder.get('pid', '?')}, since {holder.get('started_at', '?')}; lock file {path}). "
+          f"Wait for it to finish or stop it, or use another --workdir.")
+    if not (os.path.exists(path) and os.path.samestat(os.fstat(handle.fileno()),
+                                                      os.stat(path))):
+      handle.close()
+      continue
+    holder = _lock_holder(handle)
+    if holder:
+      _log.warning("%s: taking over the stale lock of a run that ended without releasing it "
+                   "(host %s, pid %s, since %s)", path, holder.get("host", "?"),
+                   holder.get("pid", "?"), holder.get("started_at", "?"))
+    handle.seek(0)
+    handle.truncate()
+    json.dump({"host": host, "pid": os.getpid(), "started_at": _now()}, handle)
+    handle.flush()
+    return handle
+  raise StageError(f"{path} was replaced three times while this run locked it; another run is "
+                   f"starting in {workdir}: wait for it, or use another --workdir")
+
+
+def _lock_holder(handle: IO[str]) -> dict[str, Any]:
+  """What a lock file says of its holder ({} when empty or unreadable)."""
+  handle.seek(0)
+  try:
+    holder = json.loads(handle.read() or "{}")
+  except ValueError:
+    return {}
+  return holder if isinstance(holder, dict) else {}
+
+
+def _alive(pid: Any) -> bool:
+  """Whether process `pid` exists on this host (True when unsure)."""
+  if not isinstance(pid, int) or pid <= 0:
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Another user's process.
+    return True
+  return True
+
+
+def list_files(folder: str) -> dict[str, dict[str, Any]]:
+  """The record files of a stage folder (RECORD_SUFFIXES, but not START/MANIFEST, hidden files or
+  anything inside an orbax checkpoint folder), by relative path: bytes, sha256 and, for
+  .jsonl.gz shards, the number of records."""
+  listing = {}
+  for rel in _record_paths(folder):
+    path = os.path.join(folder, rel)
+    entry: dict[str, Any] = {"bytes": os.path.getsize(path), "sha256": files.sha256(path)}
+    if rel.endswith(".jsonl.gz"):
+      entry["records"] = files.count_lines(path)
+    listing[rel] = entry
+  return listing
+
+
+def _record_paths(folder: str) -> list[str]:
+  found = []
+  for root, dirs, names in os.walk(folder):
+    if any(marker in names for marker in _CHECKPOINT_MARKERS):
+      dirs[:] = []
+      continue
+    dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for name in names:
+      rel = os.path.relpath(os.path.join(root, name), folder)
+      if name.endswith(RECORD_SUFFIXES) and not name.startswith(".") and rel not in (START,
+                                                                                    MANIFEST):
+        found.append(rel)
+  return sorted(found)
+
+
+def read_manifest(folder: str, *, check_sum: bool = True) -> dict[str, Any]:
+  """The MANIFEST.json of the finished stage in `folder`, checked: valid JSON, the runner's
+  fields, and (`check_sum`) the checksum of its own content, so a hand edit is caught. DataError
+  naming the file otherwise."""
+  path = os.path.join(folder, MANIFEST)
+  stage = os.path.basename(os.path.normpath(folder))
+  manifest = files.read_json(path)
+  redo = f"rerun with --config.rerun={stage} to rebuild the stage"
+  for field in _MANIFEST_FIELDS:
+    if not isinstance(manifest, dict) or field not in manifest:
+      raise files.DataError(f"{path}: not a stage manifest (no {field!r} field): it was edited "
+                            f"or written by another program; restore it, or {redo}")
+  # Manifests written before the checksum existed have none; they are read as they are.
+  if check_sum and "checksum" in manifest and manifest["checksum"] != _checksum(manifest):
+    raise files.DataError(f"{path}: edited after stage {stage!r} finished (its checksum no longer "
+                          f"matches its content); restore it, or {redo}")
+  return manifest
+
+
+def verify_files(folder: str, manifest: Mapping[str, Any] | None = None) -> None:
+  """Checks the record files of the finished stage in `folder` against its manifest: DataError
+  naming the first file that was deleted, added or changed (size or sha256) since."""
+  manifest = read_manifest(folder) if manifest is None else manifest
+  stage = manifest["stage"]
+  listed = manifest.get("files")
+  if listed is None:
+    _log.warning("stage %s: %s lists no record files (it predates their verification), so they "
+                 "are read unverified; --refresh_manifest=%s lists them", stage,
+                 os.path.join(folder, MANIFEST), stage)
+    return
+  fix = (f"rerun with --config.rerun={stage} to rebuild it, or pass --refresh_manifest={stage} "
+         f"to accept a deliberate edit")
+  found = _record_paths(folder)
+  missing = sorted(set(listed) - set(found))
+  if missing:
+    raise files.DataError(f"{os.path.join(folder, missing[0])}: deleted after stage {stage!r} "
+                          f"finished ({len(missing)} listed file(s) missing); {fix}")
+  added = sorted(set(found) - set(listed))
+  if added:
+    raise files.DataError(f"{os.path.join(folder, added[0])}: added to stage {stage!r} after it "
+                          f"finished (its {MANIFEST} does not list it); {fix}")
+  for rel in found:
+    path, entry = os.path.join(folder, rel), listed[rel]
+    size, digest = os.path.getsize(path), files.sha256(path)
+    if size != entry["bytes"] or digest != entry["sha256"]:
+      raise files.DataError(
+          f"{path}: edited after stage {stage!r} finished ({entry['bytes']} bytes, sha256 "
+          f"{entry['sha256'][:12]} in its {MANIFEST}; now {size} bytes, sha256 {digest[:12]}); "
+          f"{fix}")
+
+
+def refresh_manifest(folder: str) -> dict[str, list[str]]:
+  """Accepts deliberate edits to a finished stage's files: re-lists them in its MANIFEST.json and
+  appends what changed (with the time) to its "refreshed" list. Also accepts a hand-edited
+  manifest. Its sha256 changes, so every stage built from the old one is refused as built from a
+  rebuilt input until rerun. Process 0 only. Returns the relative paths changed, added, removed.
+  """
+  if not os.path.isfile(os.path.join(folder, MANIFEST)):
+    raise StageError(f"{folder} holds no finished stage ({MANIFEST} not found); name a finished "
+                     f"stage of the workdir")
+  manifest = read_manifest(folder, check_sum=False)
+  old, new = manifest.get("files", {}), list_files(folder)
+  diff = {"changed": sorted(k for k in set(old) & set(new) if old[k] != new[k]),
+          "added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new))}
+  manifest["files"] = new
+  manifest.setdefault("refreshed", []).append({"at": _now(), **diff})
+  _write_manifest(os.path.join(folder, MANIFEST), manifest)
+  _log.info("%s: refreshed (changed %d, added %d, removed %d record files); stages built from it "
+            "must now be rerun", os.path.join(folder, MANIFEST), len(diff["changed"]),
+            len(diff["added"]), len(diff["removed"]))
+  return diff
+
+
+def _checksum(manifest: Mapping[str, Any]) -> str:
+  return config_hash({k: v for k, v in manifest.items() if k != "checksum"})
+
+
+def _write_manifest(path: str, manifest: dict[str, Any]) -> None:
+  manifest["checksum"] = _checksum(manifest)
+  files.write_json(path, manifest)
+
+
 def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   final = os.path.join(workdir, spec.name)
   partial = final + PARTIAL_SUFFIX
@@ -287,15 +544,26 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
     return manifest
 
   start_path = os.path.join(partial, START)
-  if os.path.isfile(start_path):
+  fresh_start = {"stage": spec.name, "config_hash": digest, "config": scoped, "inputs": {},
+                 "started_at": _now()}
+  if os.path.isfile(start_path) and _holds_no_work(partial):
+    # Nothing to lose: the corrected run (another config, or rebuilt inputs) must not be blocked
+    # by an attempt that failed before writing anything.
+    if is_chief():
+      before = files.read_json(start_path)
+      changed = _changes(before.get("config", {}), scoped)
+      _log.info("stage %s: %s holds no work from its earlier attempt (started %s%s); starting "
+                "it afresh", spec.name, partial, before.get("started_at", "at an unknown time"),
+                f" with another config: {changed}" if changed else "")
+      files.write_json(start_path, fresh_start)
+  elif os.path.isfile(start_path):
     _check_same_config(spec.name, partial, files.read_json(start_path), scoped, digest,
                        what="was started")
     _log.info("stage %s: resuming from %s (%d entries)", spec.name, partial,
               len(os.listdir(partial)) - 1)
   elif is_chief():
     os.makedirs(partial, exist_ok=True)
-    files.write_json(start_path, {"stage": spec.name, "config_hash": digest, "config": scoped,
-                             "inputs": {}, "started_at": _now()})
+    files.write_json(start_path, fresh_start)
     _log.info("stage %s: starting in %s", spec.name, partial)
   _barrier(f"wcse_jax:{spec.name}:ready")
 
@@ -331,12 +599,13 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
         "started_at": start["started_at"],
         "finished_at": _now(),
         "wall_time_s": round(wall, 3),
+        "files": list_files(partial),
     }
-    files.write_json(os.path.join(partial, MANIFEST), manifest)
+    _write_manifest(os.path.join(partial, MANIFEST), manifest)
     os.rename(partial, final)
     _log.info("stage %s: finished in %.1fs: %s", spec.name, wall, counts)
   _barrier(f"wcse_jax:{spec.name}:end")
-  return files.read_json(os.path.join(final, MANIFEST))
+  return read_manifest(final)
 
 
 def _check_reusable(name, final, workdir, scoped, digest) -> dict[str, Any]:
@@ -345,7 +614,7 @@ def _check_reusable(name, final, workdir, scoped, digest) -> dict[str, Any]:
   if not os.path.isfile(manifest_path):
     raise StageError(f"{final} exists but holds no {MANIFEST}, so this runner did not finish it; "
                      f"move it out of the workdir")
-  manifest = files.read_json(manifest_path)
+  manifest = read_manifest(final)
   _check_same_config(name, final, manifest, scoped, digest, what="was made")
   for source, recorded in manifest["inputs"].items():
     source_manifest = os.path.join(workdir, source, MANIFEST)
@@ -363,15 +632,33 @@ def _check_reusable(name, final, workdir, scoped, digest) -> dict[str, Any]:
 def _check_same_config(name, folder, recorded, scoped, digest, what):
   if recorded["config_hash"] == digest:
     return
-  old, new = _flatten(recorded["config"]), _flatten(scoped)
+  raise StageError(
+      f"stage {name!r} in {folder} {what} with a different config (changed: "
+      f"{_changes(recorded['config'], scoped)}); refusing to reuse it. "
+      f"Either use a new --workdir, or pass --config.rerun={name} to delete {name!r} and every "
+      f"later stage in config.stages and run them again.")
+
+
+def _changes(old_config: Mapping[str, Any], new_config: Mapping[str, Any]) -> str:
+  """The config keys that differ, "key: old -> new; ..." (the first ten)."""
+  old, new = _flatten(old_config), _flatten(new_config)
   absent = "<absent>"
   changed = [f"{k}: {old.get(k, absent)!r} -> {new.get(k, absent)!r}"
              for k in sorted(set(old) | set(new)) if old.get(k, absent) != new.get(k, absent)]
-  raise StageError(
-      f"stage {name!r} in {folder} {what} with a different config (changed: "
-      f"{'; '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}); refusing to reuse it. "
-      f"Either use a new --workdir, or pass --config.rerun={name} to delete {name!r} and every "
-      f"later stage in config.stages and run them again.")
+  return f"{'; '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}"
+
+
+def _holds_no_work(partial: str) -> bool:
+  """Whether a .partial folder holds nothing but START.json, empty folders and empty files (the
+  lock files of shard writers): its attempt failed before writing any work."""
+  for root, _, names in os.walk(partial):
+    for name in names:
+      # START.json's own temporary copy appears while process 0 rewrites it.
+      if root == partial and (name == START or name.startswith(START + ".tmp")):
+        continue
+      if os.path.getsize(os.path.join(root, name)) > 0:
+        return False
+  return True
 
 
 def _delete_from(rerun: str, names: list[str], workdir: str) -> None:

@@ -122,6 +122,7 @@ def test_rerun_skips_finished_stages(run):
 def test_finetune_trains_students_on_answer_correct_data(run, tmp_path):
   """The micro zoo is too small to be right; give the grade stage's pools some correct solutions
   (the reference ones), then rerun finetune + report on them."""
+  from wcse_jax import experiment
   from wcse_jax.data import records, tasks
   workdir, _ = run
   copy = str(tmp_path / "w")
@@ -141,6 +142,9 @@ def test_finetune_trains_students_on_answer_correct_data(run, tmp_path):
         r.update(text=" " + ex.solution, answer=ex.answer, correct=True, steps_valid=True)
     with records.ShardWriter(folder, prefix="graded") as writer:
       writer.write_many(recs)
+  # The edit is deliberate: the grade stage's manifest must list the new shards, or finetune
+  # refuses them as edited after the stage finished.
+  assert any(experiment.refresh_manifest(os.path.join(copy, "grade")).values())
   log = _run(copy, "--config.rerun=finetune")
   runs = json.load(open(os.path.join(copy, "finetune", "runs.json")))["runs"]
   trained = [r for r in runs if "eval" in r and r["source"] != "base"]

@@ -4,6 +4,8 @@ A checkpoint at step s holds the state after s updates and {"next_batch": s}: th
 first batch the resumed run must see. Saves are asynchronous (orbax copies the arrays to host
 before `save` returns, so the step may donate them right after) and atomic (written to a
 temporary folder and renamed), so a run killed at any moment resumes from the last complete one.
+A checkpoint damaged on disk afterwards (a truncated file) raises files.DataError naming its step
+folder, and saying how to resume from the one before it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from wcse_jax import checkpoints
 from wcse_jax.training.state import TrainState
 
 
@@ -42,8 +45,11 @@ def restore_latest(manager: ocp.CheckpointManager,
   step = manager.latest_step()
   if step is None:
     return None
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  folder = os.path.join(os.fspath(manager.directory), str(step))
+  remedy = (f"delete {folder} to resume from the checkpoint before it, or all of "
+            f"{os.fspath(manager.directory)} to start this training over")
+  restored = checkpoints.read(folder, lambda: manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())), remedy)
   return restored.state, int(restored.data["next_batch"])
 
 
