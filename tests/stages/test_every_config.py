@@ -26,7 +26,8 @@ CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
 RUN = {"wcse_gsm8k": ("low",), "wcse_math": ("low",), "quickstart": ("default",),
        "verifiers": ("last_letter_concat",), "genrm_gsm8k": ("best_of_16",),
        "genrm_math_transfer": ("default",), "bon_rl": ("default",),
-       "bon_rl_math": ("math", "humaneval")}
+       "bon_rl_math": ("math", "humaneval"), "compositional_gsm": ("micro",),
+       "many_shot": ("micro",)}
 
 GSM = [("Ann has {a} apples and buys {b} more. How many apples does she have?", "+"),
        ("Ben had {a} coins and lost {b}. How many coins are left?", "-"),
@@ -108,7 +109,8 @@ def shrink(config, assets: Assets):
     c.wcse.probe_problems = 2
   for section in ("task", "eval_task"):
     if section in c and c[section].name:
-      name = "math" if c[section].name.startswith("math") else c[section].name
+      name = c[section].name
+      name = "math" if name.startswith("math") else "gsm8k" if name.startswith("gsm8k") else name
       if name in assets.data:
         c[section].knobs.data_dir = assets.data[name]
       if "validation_size" in c[section].knobs:
@@ -150,6 +152,8 @@ def shrink(config, assets: Assets):
     ft.eval.num_problems, ft.eval.num_samples = 3, 2
   if "report" in c:
     c.report.num_resamples = 20
+  if "icl" in c:
+    c.icl.shots, c.icl.seeds, c.icl.num_problems, c.icl.max_new_tokens = (0, 2), (0,), 3, 8
   if "rl" in c:
     r = c.rl
     r.methods = tuple(m for m in r.methods if m in ("rl", "bon_rl_v", "bon_sft")) or r.methods

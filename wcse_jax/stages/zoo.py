@@ -9,7 +9,15 @@ Training checkpoints every `zoo.save_every` steps, so a kill resumes inside a mo
 Output folder: tokenizer.model, one `loading.save_model` folder per model, accuracy.json with
 each model's greedy accuracy on the test split, and held_out.json: the ids of the train problems
 the zoo never saw (the sample stage refuses to draw solutions for any other). The section's knobs
-are documented in configs/common.py (`zoo_section`).
+are documented in configs/common.py (`zoo_section`), but for two that only some configs set (so
+that every other config's zoo keeps its hash):
+  zoo.parts        parts of a part-structured task trained on together (compositional_gsm's
+                   ("q1", "q2", "pair"): single questions and composed pairs), the first
+                   `held_out_problems` of each left out; absent or empty: the task as configured.
+  zoo.k_shot_rows  True: train on k-shot rows (data/many_shot.py: examples laid out as a few-shot
+                   prompt, as many as fit a row, unsegmented, loss on every token), so the model
+                   learns to read earlier examples; packed rows with segment ids block attention
+                   across examples. Absent or False: one segment per example.
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from typing import Any
 import ml_collections
 
 from wcse_jax import experiment, files, loading
-from wcse_jax.data import prompts
+from wcse_jax.data import many_shot, prompts, tasks
 from wcse_jax.models import gemma2, presets
 from wcse_jax.stages import common
 from wcse_jax.tokenizer import Tokenizer, train_tokenizer
@@ -71,14 +79,17 @@ def zoo(ctx) -> dict[str, Any]:
   cfg = ctx.config
   task = common.make_task(cfg)
   held = held_out_count(cfg)
-  everything = task.examples("train")
-  train = everything[held:]
+  sources = [tasks.get_task(cfg.task.name, **{**cfg.task.knobs, "part": part})
+             for part in cfg.zoo.get("parts", ())] or [task]
+  everything = [t.examples("train") for t in sources]
+  train = [ex for split in everything for ex in split[held:]]
   if not train:
     raise experiment.StageError(
         f"the zoo holds out {held} train problems (config.zoo.held_out_problems="
-        f"{cfg.zoo.held_out_problems}), which leaves none of the {len(everything)} to train on")
+        f"{cfg.zoo.held_out_problems}), which leaves none of the {len(everything[0])} to train on")
   if ctx.is_chief:
-    files.write_json(os.path.join(ctx.out, HELD_OUT), [ex.id for ex in everything[:held]])
+    files.write_json(os.path.join(ctx.out, HELD_OUT),
+                     [ex.id for split in everything for ex in split[:held]])
   mesh = common.make_mesh(cfg)
   tok_path = os.path.join(ctx.out, "tokenizer.model")
   if os.path.exists(tok_path):
@@ -92,7 +103,11 @@ def zoo(ctx) -> dict[str, Any]:
       symbols = tuple("\u2581" + word.strip() for word in (formats.YES, formats.NO))
     tokenizer = train_tokenizer(corpus, cfg.zoo.vocab_size, tok_path,
                                 user_defined_symbols=symbols)
-  examples = common.sft_examples(task, train, tokenizer)
+  if cfg.zoo.get("k_shot_rows", False):  # a fresh row for each row the longest run trains on
+    count = max(spec.steps for spec in cfg.zoo.models.values()) * cfg.zoo.rows
+    examples = many_shot.k_shot_rows(task, train, tokenizer, cfg.zoo.length, count, cfg.seed)
+  else:
+    examples = common.sft_examples(task, train, tokenizer)
   test = task.examples("test")[:cfg.zoo.eval_problems]
   counts: dict[str, Any] = {"tokenizer_vocab": tokenizer.vocab_size, "train_examples": len(train),
                             "held_out_problems": held}
