@@ -100,6 +100,14 @@ def write_json(path: str, value: Any) -> None:
   os.replace(tmp, path)
 
 
+def write_text(path: str, text: str) -> None:
+  """Writes `text` via a temporary file and a rename (reports: a reader never sees half)."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def read_json(path: str) -> Any:
   """A JSON file's value; DataError naming the file when it is missing or not valid JSON."""
   try:
@@ -114,4 +122,4 @@ def read_json(path: str) -> Any:
 
 
 __all__ = ["DataError", "json_lines", "read_jsonl", "count_lines", "sha256", "write_json",
-           "read_json"]
+           "write_text", "read_json"]

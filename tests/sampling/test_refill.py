@@ -187,7 +187,7 @@ def test_bad_rows(model):
 
 
 def test_text_sampler_takes_the_refilling_path_with_the_same_results(model, params, config):
-  from conftest import CharTokenizer
+  from char_tokenizer import CharTokenizer
   from wcse_jax.sampling import Temperature
   from wcse_jax.sampling.text import TextSampler
   tok = CharTokenizer(size=config.vocab_size)

@@ -2,7 +2,7 @@
 input order and independent of chunking, FLOPs summed, a progress bar."""
 import numpy as np
 import pytest
-from conftest import CharTokenizer
+from char_tokenizer import CharTokenizer
 
 from wcse_jax.sampling import FinishReason, Temperature
 from wcse_jax.sampling.text import TextSampler

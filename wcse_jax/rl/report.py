@@ -10,7 +10,6 @@ training curves (reward, pass@N estimate, KL, clip fraction) logged by the rollo
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any, Mapping, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from wcse_jax import files
 from wcse_jax.eval import bon, bootstrap, metrics
 
 
@@ -75,10 +75,8 @@ def write_report(out_dir: str, *, pools: Mapping[tuple[str, float], Sequence[Map
     results["training"][method] = last
   os.makedirs(out_dir, exist_ok=True)
   results["figures"] = _figures(out_dir, results, curves, training or {})
-  with open(os.path.join(out_dir, "report.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write(markdown(results))
+  files.write_json(os.path.join(out_dir, "report.json"), results)
+  files.write_text(os.path.join(out_dir, "report.md"), markdown(results))
   return results
 
 

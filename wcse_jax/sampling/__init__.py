@@ -1,7 +1,7 @@
 """The sampling engine: jitted prefill-once / N-samples decode, the scorer, choosers, stops, FLOPs.
 
 Only jax, flax and numpy are needed here (the text API adds tqdm); the `gemma` package is never
-imported by this package except in `reference.py`, which tests and benchmarks use.
+imported by this package (wcse_jax/reference/ adapts it, for tests and benchmarks only).
 """
 from wcse_jax.sampling.choosers import Chooser, Greedy, Temperature, TopK, TopP
 from wcse_jax.sampling.sampler import FinishReason, SampleOutput, Sampler

@@ -60,7 +60,6 @@ from jax.experimental import multihost_utils
 from wcse_jax import parallel
 from wcse_jax.models import cache as cache_lib
 from wcse_jax.models import gemma2
-from wcse_jax.sampling import flops as flops_lib
 from wcse_jax.sampling.buckets import pow2
 from wcse_jax.sampling.choosers import Chooser
 from wcse_jax.sampling.sampler import (MIN_BUCKET, FinishReason, SampleOutput, Sampler,
@@ -360,7 +359,6 @@ def sample(sampler: Sampler, params: Any, prompts: list[np.ndarray], num_samples
            max_new_tokens: int, chooser: Chooser, rng: int | jax.Array, stop: StopMatcher | None,
            prompt_ids: np.ndarray) -> SampleOutput:
   """Sampler.sample with refill=True (arguments checked there)."""
-  cfg = sampler.model.config
   lengths = np.array([len(p) for p in prompts], np.int32)
   common = shared_prefix(prompts, sampler.min_shared_prefix)
   suffixes = [p[common:] for p in prompts]
@@ -414,18 +412,8 @@ def sample(sampler: Sampler, params: Any, prompts: list[np.ndarray], num_samples
       per_shard = shrink_to
       state = _shrink_jit(state, shards=shards, rows=per_shard)
 
-  n, shape = len(prompts), (len(prompts), num_samples)
-  host = lambda x: sampler._to_host(x)[:n * num_samples]  # pylint: disable=protected-access
-  out_lengths = host(state.lengths).reshape(shape)
-  return SampleOutput(
-      tokens=host(state.tokens)[:, :max_new_tokens].reshape(shape + (max_new_tokens,)),
-      logprobs=host(state.logprobs)[:, :max_new_tokens].reshape(shape + (max_new_tokens,)),
-      lengths=out_lengths, finish_reasons=host(state.reasons).reshape(shape),
-      prompt_lengths=lengths,
-      prefill_flops=flops_lib.prefill_flops(cfg, lengths),
-      decode_flops=flops_lib.decode_flops(cfg, np.repeat(lengths, num_samples),
-                                          out_lengths.reshape(-1)),
-      decode_row_steps=int(state.row_steps) // procs)
+  return sampler.output(state, lengths, num_samples, max_new_tokens,
+                        decode_row_steps=int(state.row_steps) // procs)
 
 
 __all__ = ["sample", "shared_prefix"]

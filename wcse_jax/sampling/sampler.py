@@ -267,7 +267,6 @@ class Sampler:
 
     On several processes each passes its own prompts and gets its own rows back.
     """
-    cfg = self.model.config
     prompts = [np.asarray(p, np.int64).reshape(-1) for p in prompts]
     self._check(prompts, num_samples, max_new_tokens, stop)
     if prompt_ids is None:
@@ -305,19 +304,27 @@ class Sampler:
                            max_new=np.int32(max_new_tokens), stop_table=stop_table)
       state = _decode_jit(**static, params=params, state=state, stop_table=stop_table)
 
-    n, shape = len(prompts), (len(prompts), num_samples)
+    # Every row runs every step; `step` counts the first token, chosen in the prefill.
+    return self.output(state, lengths, num_samples, max_new_tokens,
+                       decode_row_steps=(int(state.step) - 1) * batch * num_samples)
+
+  def output(self, state: Any, prompt_lengths: np.ndarray, num_samples: int,
+             max_new_tokens: int, decode_row_steps: int) -> SampleOutput:
+    """This process's [prompts, samples] results from a finished decode state (either path's:
+    its tokens, logprobs, lengths and reasons are [items, ...], item = prompt x samples + j)."""
+    cfg = self.model.config
+    n, shape = len(prompt_lengths), (len(prompt_lengths), num_samples)
     host = lambda x: self._to_host(x)[:n * num_samples]
     out_lengths = host(state.lengths).reshape(shape)
     return SampleOutput(
         tokens=host(state.tokens)[:, :max_new_tokens].reshape(shape + (max_new_tokens,)),
         logprobs=host(state.logprobs)[:, :max_new_tokens].reshape(shape + (max_new_tokens,)),
         lengths=out_lengths, finish_reasons=host(state.reasons).reshape(shape),
-        prompt_lengths=lengths,
-        prefill_flops=flops_lib.prefill_flops(cfg, lengths),
-        decode_flops=flops_lib.decode_flops(cfg, np.repeat(lengths, num_samples),
+        prompt_lengths=prompt_lengths,
+        prefill_flops=flops_lib.prefill_flops(cfg, prompt_lengths),
+        decode_flops=flops_lib.decode_flops(cfg, np.repeat(prompt_lengths, num_samples),
                                             out_lengths.reshape(-1)),
-        # Every row runs every step; `step` counts the first token, chosen in the prefill.
-        decode_row_steps=(int(state.step) - 1) * batch * num_samples)
+        decode_row_steps=decode_row_steps)
 
   def _check(self, prompts: list[np.ndarray], num_samples: int, max_new_tokens: int,
              stop: StopMatcher | None) -> None:

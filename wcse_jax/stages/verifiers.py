@@ -152,9 +152,17 @@ def _rationales(ctx, cfg, task, by_id, rows) -> list[dict]:
   the teacher's prompt only; the verifier is never shown it)."""
   v = cfg.verify_data
   if v.rationales == "task":
-    return [{"problem_id": r["problem_id"], "sample_index": r["sample_index"], "vote": 0,
-             "rationale": task.verification_rationale(by_id[r["problem_id"]], r["solution"])}
-            for r in rows]
+    try:
+      return [{"problem_id": r["problem_id"], "sample_index": r["sample_index"], "vote": 0,
+               "rationale": task.verification_rationale(by_id[r["problem_id"]], r["solution"])}
+              for r in rows]
+    except NotImplementedError as e:
+      if "genrm_cot" in cfg.score.verifiers:
+        raise experiment.StageError(
+            f"config.verify_data.rationales='task': {e}; GenRM-CoT needs rationales: set "
+            f"verify_data.rationales='model' (a teacher's reference-guided ones)") from None
+      ctx.log.info("verify_data: %s; no verifier in score.verifiers needs one", e)
+      return []
   mesh = common.make_mesh(cfg)
   teacher = common.load_model(cfg.models.teacher, ctx, mesh)
   sampler = common.text_sampler(teacher, mesh, cache_length=cfg.sampling.cache_length,

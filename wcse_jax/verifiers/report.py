@@ -12,12 +12,12 @@ The estimators are eval/bon.py's (exact expectations over N-subsets of the pool,
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from wcse_jax import files
 from wcse_jax.eval import bon, bootstrap, metrics, plots
 
 
@@ -82,10 +82,8 @@ def write_report(out_dir: str, *, pool: Sequence[Mapping[str, Any]],
             for n in ns}
   os.makedirs(out_dir, exist_ok=True)
   results["figures"] = _plots(out_dir, results, curves, boot)
-  with open(os.path.join(out_dir, "report.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write(markdown(results))
+  files.write_json(os.path.join(out_dir, "report.json"), results)
+  files.write_text(os.path.join(out_dir, "report.md"), markdown(results))
   return results
 
 
