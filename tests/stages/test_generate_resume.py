@@ -4,7 +4,7 @@ uninterrupted run."""
 import jax
 import pytest
 
-from wcse_jax import parallel
+from wcse_jax import experiment, parallel
 from wcse_jax.data import prompts, records, tasks
 from wcse_jax.loading import LoadedModel
 from wcse_jax.models import gemma2, presets
@@ -63,3 +63,18 @@ def test_killed_sampling_resumes_to_the_uninterrupted_records(setup, tmp_path):
 
   again = _solve(setup, tmp_path / "resumed", examples, batch_prompts=2)
   assert again["written"] == 0 and _by_key(tmp_path / "resumed") == full
+
+
+def test_too_many_cut_off_samples_fail_naming_the_knob(setup, tmp_path):
+  """The untrained model rarely ends a sample within 12 tokens: above the allowed share the call
+  fails naming max_new_tokens, after writing (and counting) the records."""
+  loaded, mesh, task, examples = setup
+  sampler = common.text_sampler(loaded, mesh, cache_length=256, batch_size=4)
+  kwargs = dict(num_samples=SAMPLES, max_new_tokens=12, chooser=Temperature(1.0), seed=3)
+  counts = common.generate(loaded, sampler, task, examples, str(tmp_path / "a"), **kwargs)
+  assert counts["max_tokens_rate"] > 0.5 and counts["out_of_cache_rate"] == 0
+  with pytest.raises(experiment.StageError,
+                     match=r"were cut off .* at max_new_tokens=12.*raise `max_new_tokens`"):
+    common.generate(loaded, sampler, task, examples, str(tmp_path / "b"), max_truncated=0.01,
+                    **kwargs)
+  assert len(list(records.read_records(str(tmp_path / "b")))) == len(examples) * SAMPLES
