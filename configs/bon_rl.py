@@ -45,6 +45,10 @@ def rl_section() -> ml_collections.ConfigDict:
   r.eval.ns = (1, 4, 16, 32)
   r.eval.temperatures = (0.1, 0.7, 1.0, 1.5)
   r.eval.num_resamples = 1000
+  # The most evaluation samples that may be cut off at rl.max_new_tokens before policy_eval fails
+  # (a share); at T = 1.5 a policy rambles past any budget (28.7% of the embedded default's base
+  # policy's samples at 64 tokens), and a cut-off sample is graded wrong, which is what it is.
+  r.eval.max_truncated = 0.5
   return r
 
 
@@ -101,4 +105,5 @@ def get_config(arg: str = "default"):
     r.microbatches = 1
     r.eval.problems, r.eval.samples, r.eval.ns = 4, 4, (1, 2, 4)
     r.eval.temperatures, r.eval.num_resamples = (0.7, 1.0), 20
+    r.eval.max_truncated = 1.0  # the untrained micro policy rarely stops
   return c

@@ -51,6 +51,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
                  f"split the samples into groups of N with a leave-one-group-out baseline)")
   common.check(cfg, "rl.eval.ns", lambda ns: ns and all(1 <= n <= r.eval.samples for n in ns),
                f"a tuple of N in [1, rl.eval.samples={r.eval.samples}]")
+  common.check(cfg, "rl.eval.max_truncated", lambda v: 0 <= v <= 1, "a share in [0, 1]")
   common.check(cfg, "rl.eval.temperatures", lambda ts: ts and all(t > 0 for t in ts),
                "a non-empty tuple of temperatures > 0")
   if any(rl_loop.METHODS[m].verifier for m in r.methods) or r.verifier:
@@ -131,7 +132,7 @@ def policy_eval(ctx) -> dict[str, Any]:
                       num_samples=ev.samples, max_new_tokens=cfg.rl.max_new_tokens,
                       chooser=Temperature(temperature), seed=cfg.seed + 11,
                       desc=f"eval {name} T={temperature:g}",
-                      max_truncated=cfg.sampling.max_truncated)
+                      max_truncated=ev.max_truncated)
       graded = common.grade_folder(task, os.path.join(folder, "raw"),
                                    os.path.join(folder, "graded"), by_id)
       if cfg.rl.verifier:
