@@ -110,8 +110,7 @@ def _check_not_trained_on(cfg, ctx, pool) -> None:
   """Refuses a pool of problems a zoo model trained on (it would show memorised solutions)."""
   if not any(str(spec.checkpoint).startswith("zoo:") for spec in cfg.models.values()):
     return
-  held_out = set(files.read_json(os.path.join(ctx.input("zoo"), zoo_stage.HELD_OUT)))
-  seen = [ex.id for ex in pool if ex.id not in held_out]
+  seen = zoo_stage.trained_on(ctx, pool)
   if seen:
     raise experiment.StageError(
         f"the exemplar pool holds {len(seen)} problems the zoo trained on (first: {seen[0]!r}); "

@@ -190,12 +190,11 @@ def _check_not_trained_on(cfg, ctx, problems) -> None:
   """Refuses to sample problems a zoo model trained on (their solutions are memorised)."""
   if not any(str(cfg.models[role].checkpoint).startswith("zoo:") for role in ROLES):
     return
-  held_out = set(files.read_json(os.path.join(ctx.input("zoo"), zoo_stage.HELD_OUT)))
-  seen = [ex.id for ex in problems if ex.id not in held_out]
+  seen = zoo_stage.trained_on(ctx, problems)
   if seen:
     raise experiment.StageError(
         f"the sample stage would draw solutions for {len(seen)} problems the zoo models were "
-        f"trained on (first: {seen[0]!r}); the zoo held out {len(held_out)} train problems. Set "
+        f"trained on (first: {seen[0]!r}). Set "
         f"config.zoo.held_out_problems=-1 (the sampled problems) or sample fewer problems")
 
 

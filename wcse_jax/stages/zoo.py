@@ -73,6 +73,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                  f"one of {sorted(gemma2.REMAT_POLICIES)}")
 
 
+
+def trained_on(ctx, problems) -> list[str]:
+  """The ids of `problems` the finished zoo stage trained on (not in its held_out.json)."""
+  held_out = set(files.read_json(os.path.join(ctx.input("zoo"), HELD_OUT)))
+  return [ex.id for ex in problems if ex.id not in held_out]
+
 @experiment.stage("zoo", config_keys=("task", "zoo", "mesh", "seed", "sampling.split",
                                       "sampling.num_problems"), validate=validate)
 def zoo(ctx) -> dict[str, Any]:
