@@ -63,7 +63,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -524,6 +524,19 @@ def report(results: list[Result], peer_batches_: int) -> None:
 HBM_GBPS = {"H100": 3350, "H200": 4800, "A100": 2039, "L4": 300, "A10": 600}  # per device
 
 
+def _time_gpu(run: Callable, repeats: int) -> tuple[float, float, Any]:
+  """(the first call's seconds, compilation included; the best of `repeats` more; its output)."""
+  start = time.perf_counter()
+  run()
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = run()
+    times.append(time.perf_counter() - start)
+  return first, min(times), out
+
+
 def gpu_main(args) -> None:
   import jax
   import jax.numpy as jnp
@@ -543,15 +556,8 @@ def gpu_main(args) -> None:
   prompts = make_prompts(config.vocab_size, count, length)
   sampler = Sampler(model, eos_ids=(config.vocab_size,), cache_length=length + new)
   run = lambda: sampler.sample(params, prompts, samples, new, Temperature(1.0), rng=0)
-  start = time.perf_counter()
-  run()
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    out = run()
-    times.append(time.perf_counter() - start)
-  rows, best = count * samples, min(times)
+  first, best, out = _time_gpu(run, args.repeats)
+  rows = count * samples
   tokens_per_s = int(out.lengths.sum()) / best
 
   # Roofline: each decode step reads every weight once and each row's visible KV cache
@@ -586,15 +592,7 @@ def gpu_ragged(args, config, model, params, bandwidth: float, weight_bytes: int,
                     rows=workload.rows)
   run = lambda: sampler.sample(params, prompts, workload.samples, workload.cap,
                                EndAtRandom(1 / workload.mean), rng=0)
-  start = time.perf_counter()
-  run()
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    out = run()
-    times.append(time.perf_counter() - start)
-  best = min(times)
+  first, best, out = _time_gpu(run, args.repeats)
   if not (out.lengths == lengths).all():
     raise RuntimeError("the sampler's lengths are not EndAtRandom's")
   pairs = config.num_layers // 2

@@ -10,10 +10,8 @@ import pytest
 from wcse_jax import config_base, experiment, files
 
 
-@pytest.fixture(autouse=True)
-def registry(monkeypatch):
-  """Each test registers its own stages into a copy of the registry."""
-  monkeypatch.setattr(experiment, "_REGISTRY", dict(experiment._REGISTRY))
+# Each test registers its own stages into a copy of the registry (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("private_stage_registry")
 
 
 def make_config(stages, **knobs):

@@ -7,6 +7,7 @@ import sys
 
 import ml_collections
 import pytest
+from cpu_devices import xla_flags
 
 from wcse_jax import main
 
@@ -62,7 +63,7 @@ def project(tmp_path):
 
 def run_main(project, *args, config="cfg.py", devices=1, background=False):
   env = dict(os.environ, PYTHONPATH=str(project), JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             XLA_FLAGS=xla_flags(devices),
              JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
   command = [sys.executable, "-m", "wcse_jax.main", f"--config={project / config}", *args]
   if background:

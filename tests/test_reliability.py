@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from cpu_devices import xla_flags
 
 from wcse_jax import checkpoints, config_base, experiment, files, loading, parallel
 from wcse_jax.data import records
@@ -26,10 +27,8 @@ from wcse_jax.training import checkpointing
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def registry(monkeypatch):
-  """Each test registers its own stages into a copy of the registry."""
-  monkeypatch.setattr(experiment, "_REGISTRY", dict(experiment._REGISTRY))
+# Each test registers its own stages into a copy of the registry (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("private_stage_registry")
 
 
 def make_config(stages, **knobs):
@@ -578,7 +577,7 @@ def get_config():
 
 
 def run_zoo(config, workdir, background=False):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8),
              TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
   command = [sys.executable, "-m", "wcse_jax.main", f"--config={config}", f"--workdir={workdir}",
              "--config.zoo.models.wc.steps=12", "--config.zoo.save_every=3"]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from cpu_devices import xla_flags
 
 from wcse_jax.eval import passk
 
@@ -19,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _run(workdir, *extra):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8),
              TF_CPP_MIN_LOG_LEVEL="3")
   cmd = [sys.executable, "-m", "wcse_jax.main", "--config=configs/quickstart.py:micro",
          f"--workdir={workdir}", *extra]
@@ -35,9 +36,41 @@ def _records(path):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+  """The micro quickstart, stopped after grading to give the SE pools one correct solution per
+  problem (the micro zoo is too small to be right) and the WC pools none, then run to the end:
+  the SE students train and the WC ones are skipped for want of data, so both paths of the
+  finetune stage run, once."""
   workdir = str(tmp_path_factory.mktemp("micro"))
-  log = _run(workdir)
+  log = _run(workdir, "--config.stages=zoo", "--config.stages=sample", "--config.stages=grade")
+  _regrade(workdir, "se", correct=True)
+  _regrade(workdir, "wc", correct=False)
+  log += _run(workdir)
   return workdir, log
+
+
+def _regrade(workdir, role, correct):
+  """Rewrites grade/<role>: sample 0 of every problem becomes the reference solution, graded
+  correct, if `correct`; else every record is graded wrong."""
+  from wcse_jax import experiment
+  from wcse_jax.data import records, tasks
+  config = json.load(open(os.path.join(workdir, "sample", "MANIFEST.json")))["config"]
+  task = tasks.get_task(config["task"]["name"], **config["task"]["knobs"])
+  solutions = {ex.id: ex for ex in task.examples("train")}
+  folder = os.path.join(workdir, "grade", role)
+  recs = list(records.read_records(folder, prefix="graded"))
+  for path in records.shard_paths(folder, "graded"):
+    os.remove(path)
+  for r in recs:
+    if not correct:
+      r.update(correct=False)
+    elif r["sample_index"] == 0:  # one right answer per problem, reached by the right steps
+      ex = solutions[r["problem_id"]]
+      r.update(text=" " + ex.solution, answer=ex.answer, correct=True, steps_valid=True)
+  with records.ShardWriter(folder, prefix="graded") as writer:
+    writer.write_many(recs)
+  # The edit is deliberate: the grade stage's manifest must list the new shards, or finetune
+  # refuses them as edited after the stage finished.
+  assert any(experiment.refresh_manifest(os.path.join(workdir, "grade")).values())
 
 
 def test_every_stage_finished_with_a_manifest(run):
@@ -119,40 +152,17 @@ def test_rerun_skips_finished_stages(run):
   assert before == after
 
 
-def test_finetune_trains_students_on_answer_correct_data(run, tmp_path):
-  """The micro zoo is too small to be right; give the grade stage's pools some correct solutions
-  (the reference ones), then rerun finetune + report on them."""
-  from wcse_jax import experiment
-  from wcse_jax.data import records, tasks
+def test_finetune_trains_students_on_answer_correct_data(run):
   workdir, _ = run
-  copy = str(tmp_path / "w")
-  import shutil
-  shutil.copytree(workdir, copy)
-  config = json.load(open(os.path.join(copy, "sample", "MANIFEST.json")))["config"]
-  task = tasks.get_task(config["task"]["name"], **config["task"]["knobs"])
-  solutions = {ex.id: ex for ex in task.examples("train")}
-  for role in ("se", "wc"):
-    folder = os.path.join(copy, "grade", role)
-    recs = list(records.read_records(folder, prefix="graded"))
-    for path in records.shard_paths(folder, "graded"):
-      os.remove(path)
-    for r in recs:
-      if r["sample_index"] == 0:  # one right answer per problem, reached by the right steps
-        ex = solutions[r["problem_id"]]
-        r.update(text=" " + ex.solution, answer=ex.answer, correct=True, steps_valid=True)
-    with records.ShardWriter(folder, prefix="graded") as writer:
-      writer.write_many(recs)
-  # The edit is deliberate: the grade stage's manifest must list the new shards, or finetune
-  # refuses them as edited after the stage finished.
-  assert any(experiment.refresh_manifest(os.path.join(copy, "grade")).values())
-  log = _run(copy, "--config.rerun=finetune")
-  runs = json.load(open(os.path.join(copy, "finetune", "runs.json")))["runs"]
+  runs = json.load(open(os.path.join(workdir, "finetune", "runs.json")))["runs"]
   trained = [r for r in runs if "eval" in r and r["source"] != "base"]
-  assert len(trained) == 6, runs
+  assert {(r["setup"], r["source"]) for r in trained} == {
+      (setup, "se") for setup in ("distillation", "self_improvement", "weak_to_strong")}
   for info in trained:
     assert info["examples"] == 12  # 12 problems, one correct sample each, at the budget
     assert info["selected_step"] in {int(s) for s in info["validation"]}
-  results = json.load(open(os.path.join(copy, "report", "report.json")))
-  assert len(results["students"]) == 18  # 3 setups x (base, WC, SE) x (greedy, sampled)
-  assert len(results["student_differences"]) == 6
-  assert "## Students" in open(os.path.join(copy, "report", "report.md")).read()
+  assert {(r["setup"], r["source"]) for r in runs if "skipped" in r} == {
+      (setup, "wc") for setup in ("distillation", "self_improvement", "weak_to_strong")}
+  results = json.load(open(os.path.join(workdir, "report", "report.json")))
+  assert len(results["students"]) == 12  # 3 setups x (base, SE) x (greedy, sampled)
+  assert "## Students" in open(os.path.join(workdir, "report", "report.md")).read()

@@ -1,0 +1,13 @@
+"""The XLA flags of every test process: simulated CPU devices, and XLA's collective timeouts.
+
+XLA's CPU collectives end the whole process when a device thread reaches a rendezvous 40 s after
+the others (xla_cpu_collective_call_terminate_timeout_seconds). On a 2-core machine running two
+test workers, one device thread can wait that long behind the other worker's compilation; a CI
+run lost a worker that way in the middle of an every-config run.
+"""
+TIMEOUTS = "--xla_cpu_collective_call_terminate_timeout_seconds=3600"
+
+
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for a process with `devices` simulated CPU devices."""
+  return f"--xla_force_host_platform_device_count={devices} {TIMEOUTS}"
