@@ -25,7 +25,7 @@ CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
 # The variant of each config run end to end (the others differ only in sizes and budgets).
 # quickstart: none here; tests/stages/test_wcse_pipeline.py runs its micro variant end to end.
 RUN = {"wcse_gsm8k": ("low",), "wcse_math": ("low",), "quickstart": (),
-       "verifiers": ("last_letter_concat",), "genrm_gsm8k": ("best_of_16",),
+       "verifiers": ("arith_chain",), "genrm_gsm8k": ("best_of_16",),
        "genrm_math_transfer": ("default",), "bon_rl": ("default",),
        "bon_rl_math": ("math", "humaneval"), "compositional_gsm": ("micro",),
        "many_shot": ("micro",)}

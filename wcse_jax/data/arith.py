@@ -254,7 +254,7 @@ class ArithChain(SyntheticTask):
                          "runs": [[list(op) for op in run] for run in runs],
                          "values": [start] + [int(s.value) for s in steps]})
 
-  def content_key(self, example):
+  def _dedupe_key(self, example):
     return repr(content_key(example.meta["start"], _runs(example.meta["runs"])))
 
   def _is_step_line(self, line):
@@ -339,7 +339,7 @@ class CompositionalGSM(ArithChain):
     return Example(id=f"{self.name}/{self.part}/{pair_id}", question=question, answer=answer,
                    solution=solution, steps=tuple(steps), split=split, meta=meta)
 
-  def content_key(self, example):
+  def _dedupe_key(self, example):
     # The pair's content, not the shown question, so that "pair", "q1" and "q2" draw the same
     # pairs and no two pairs share both chains.
     return example.meta["key"]

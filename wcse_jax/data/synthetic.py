@@ -53,19 +53,19 @@ class SyntheticTask(Task):
       for index, plan in enumerate(self._plan(split)):
         for _ in range(1000):
           example = self._draw(rng, split, index, **plan)
-          if self.content_key(example) not in seen:
+          if self._dedupe_key(example) not in seen:
             break
         else:
           raise ValueError(
               f"task {self.name!r}: cannot draw {len(self._plan(split))} distinct {split} "
               f"questions with {plan or 'these knobs'}; the knobs leave too few possible "
               f"questions (make the task larger or ask for fewer examples)")
-        seen.add(self.content_key(example))
+        seen.add(self._dedupe_key(example))
         examples.append(example)
       out[split] = examples
     return out
 
-  def content_key(self, example: Example) -> str:
+  def _dedupe_key(self, example: Example) -> str:
     """What must differ between any two examples of the task (across all splits)."""
     return example.question
 

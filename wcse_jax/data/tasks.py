@@ -14,11 +14,9 @@ from typing import Any
 from wcse_jax.data.arith import ArithChain, CompositionalGSM
 from wcse_jax.data.example import Example, Step, StepReport, Task
 from wcse_jax.data.real import GSM8K, MATH, MATH500, HumanEval
-from wcse_jax.data.synthetic import SyntheticTask
 from wcse_jax.data.words import LastLetterConcat, WordSorting
 
-__all__ = ["Example", "Step", "StepReport", "Task", "get_task", "is_generated", "known_tasks",
-           "task_splits"]
+__all__ = ["Example", "Step", "StepReport", "Task", "get_task", "known_tasks", "task_splits"]
 
 _REGISTRY: dict[str, type[Task]] = {
     cls.name: cls for cls in (ArithChain, CompositionalGSM, LastLetterConcat, WordSorting,
@@ -43,12 +41,6 @@ def accepted_knobs(name: str) -> list[str]:
       if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in out:
         out.append(p.name)
   return out
-
-
-def is_generated(name: str) -> bool:
-  """Whether the task draws its problems from a seed (so it can draw more, e.g. of other lengths)
-  rather than reading a data set."""
-  return issubclass(_REGISTRY[name], SyntheticTask)
 
 
 def task_splits(name: str, **knobs: Any) -> tuple[str, ...]:

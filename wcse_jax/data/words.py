@@ -83,7 +83,7 @@ class _WordListTask(SyntheticTask):
                    solution=solution, steps=tuple(steps), split=split,
                    meta={"words": list(words), "length": length})
 
-  def content_key(self, example):
+  def _dedupe_key(self, example):
     return " ".join(self._content(example.meta["words"]))
 
 

@@ -18,12 +18,6 @@ that every other config's zoo keeps its hash):
                    prompt, as many as fit a row, unsegmented, loss on every token), so the model
                    learns to read earlier examples; packed rows with segment ids block attention
                    across examples. Absent or False: one segment per example.
-  zoo.extra_knobs  task-knob overrides of a second instance of the task whose train split the
-                   zoo also trains on: a broader "pretraining" corpus, e.g. 5- and 7-word lists
-                   for the verifiers' last_letter_concat, so the policy reaches the unseen test
-                   length by interpolation and is sometimes right there, as Gemma-2B is. Its
-                   problems whose content matches any test, validation or held-out problem of
-                   the task are dropped. Absent or empty: the task's train split only.
 """
 from __future__ import annotations
 
@@ -71,13 +65,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   common.check(cfg, f"{z}.held_out_problems", lambda v: isinstance(v, int) and v >= -1,
                "an integer >= 0, or -1 for the sampled problems")
   held_out_count(cfg)
-  if cfg.zoo.get("extra_knobs"):
-    common.check(cfg, f"{z}.extra_knobs", lambda v: tasks.is_generated(cfg.task.name),
-                 f"empty: {cfg.task.name} is read from files, only a generated task can draw "
-                 f"more problems of its own")
-    common.check(cfg, f"{z}.extra_knobs",
-                 lambda v: set(v) <= set(tasks.accepted_knobs(cfg.task.name)),
-                 f"knobs of {cfg.task.name}: {tasks.accepted_knobs(cfg.task.name)}")
   common.check_rows(cfg, f"{z}.rows", f"{z}.microbatches")
   for name in cfg.zoo.models:
     common.positive(cfg, f"{z}.models.{name}.steps")
@@ -97,13 +84,18 @@ def trained_on(ctx, problems) -> list[str]:
 def zoo(ctx) -> dict[str, Any]:
   cfg = ctx.config
   task = common.make_task(cfg)
-  train, held_out = training_problems(cfg)
+  held = held_out_count(cfg)
+  sources = [tasks.get_task(cfg.task.name, **{**cfg.task.knobs, "part": part})
+             for part in cfg.zoo.get("parts", ())] or [task]
+  everything = [t.examples("train") for t in sources]
+  train = [ex for split in everything for ex in split[held:]]
   if not train:
     raise experiment.StageError(
-        f"the zoo holds out {len(held_out)} train problems (config.zoo.held_out_problems="
-        f"{cfg.zoo.held_out_problems}), which leaves none to train on")
+        f"the zoo holds out {held} train problems (config.zoo.held_out_problems="
+        f"{cfg.zoo.held_out_problems}), which leaves none of the {len(everything[0])} to train on")
   if ctx.is_chief:
-    files.write_json(os.path.join(ctx.out, HELD_OUT), [ex.id for ex in held_out])
+    files.write_json(os.path.join(ctx.out, HELD_OUT),
+                     [ex.id for split in everything for ex in split[:held]])
   mesh = common.make_mesh(cfg)
   tok_path = os.path.join(ctx.out, "tokenizer.model")
   if os.path.exists(tok_path):
@@ -124,7 +116,7 @@ def zoo(ctx) -> dict[str, Any]:
     examples = common.sft_examples(task, train, tokenizer)
   test = task.examples("test")[:cfg.zoo.eval_problems]
   counts: dict[str, Any] = {"tokenizer_vocab": tokenizer.vocab_size, "train_examples": len(train),
-                            "held_out_problems": held_out_count(cfg)}
+                            "held_out_problems": held}
   accuracy = {}
   for i, (name, spec) in enumerate(sorted(cfg.zoo.models.items())):
     folder = os.path.join(ctx.out, name)
@@ -158,33 +150,6 @@ def zoo(ctx) -> dict[str, Any]:
   return counts
 
 
-def training_problems(cfg: ml_collections.ConfigDict) -> tuple[list, list]:
-  """(the problems the zoo trains on, the train problems it holds out): the train split of the
-  task (of each of `zoo.parts`) less its first `held_out_count` problems, plus `zoo.extra_knobs`'
-  problems."""
-  task = common.make_task(cfg)
-  held = held_out_count(cfg)
-  sources = [tasks.get_task(cfg.task.name, **{**cfg.task.knobs, "part": part})
-             for part in cfg.zoo.get("parts", ())] or [task]
-  everything = [t.examples("train") for t in sources]
-  held_out = [ex for split in everything for ex in split[:held]]
-  train = [ex for split in everything for ex in split[held:]]
-  return train + _extra_train(cfg, task, held_out), held_out
-
-
-def _extra_train(cfg, task, held_out) -> list:
-  """The train split of the task built with `zoo.extra_knobs`, less anything the experiment
-  evaluates on or holds out (matched by content, since the two instances draw ids alike)."""
-  knobs = cfg.zoo.get("extra_knobs", {})
-  if not knobs:
-    return []
-  extra = tasks.get_task(cfg.task.name, **{**cfg.task.knobs, **knobs})
-  reserved = {task.content_key(ex) for split in ("test", "validation") if split in task.splits
-              for ex in task.examples(split)}
-  reserved |= {task.content_key(ex) for ex in held_out}
-  return [ex for ex in extra.examples("train") if task.content_key(ex) not in reserved]
-
-
 def _verification_corpus(task, examples) -> list[str]:
   """GenRM-formatted texts, so the tokenizer learns the verification wording as pieces (a
   verifier fine-tuned from a zoo model then reads and writes it in few tokens)."""
@@ -202,4 +167,4 @@ def _spec(name: str, folder: str, tokenizer: str) -> ml_collections.ConfigDict:
                                         tokenizer=tokenizer, dtype="float32"))
 
 
-__all__ = ["zoo", "validate", "held_out_count", "training_problems", "HELD_OUT"]
+__all__ = ["zoo", "validate", "held_out_count", "HELD_OUT"]
