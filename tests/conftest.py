@@ -1,5 +1,6 @@
 """Every test sees 8 CPU devices, so sharding and mesh code really run distributed."""
 import os
+import tempfile
 
 import pytest
 
@@ -7,6 +8,13 @@ from cpu_devices import xla_flags
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compilation is most of a micro run's time, and many tests (and the processes some of them start)
+# compile the same small programs: every test process shares one persistent compilation cache.
+# A size limit turns on its file lock, which two processes writing an entry at once need.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"wcse_jax_tests_xla_{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

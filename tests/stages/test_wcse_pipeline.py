@@ -40,10 +40,14 @@ def run(tmp_path_factory):
   problem (the micro zoo is too small to be right) and the WC pools none, then run to the end:
   the SE students train and the WC ones are skipped for want of data, so both paths of the
   finetune stage run, once."""
+  from wcse_jax import experiment
   workdir = str(tmp_path_factory.mktemp("micro"))
   log = _run(workdir, "--config.stages=zoo", "--config.stages=sample", "--config.stages=grade")
   _regrade(workdir, "se", correct=True)
   _regrade(workdir, "wc", correct=False)
+  # The edit is deliberate: the grade stage's manifest must list the new shards, or finetune
+  # refuses them as edited after the stage finished.
+  assert any(experiment.refresh_manifest(os.path.join(workdir, "grade")).values())
   log += _run(workdir)
   return workdir, log
 
@@ -51,7 +55,6 @@ def run(tmp_path_factory):
 def _regrade(workdir, role, correct):
   """Rewrites grade/<role>: sample 0 of every problem becomes the reference solution, graded
   correct, if `correct`; else every record is graded wrong."""
-  from wcse_jax import experiment
   from wcse_jax.data import records, tasks
   config = json.load(open(os.path.join(workdir, "sample", "MANIFEST.json")))["config"]
   task = tasks.get_task(config["task"]["name"], **config["task"]["knobs"])
@@ -68,9 +71,6 @@ def _regrade(workdir, role, correct):
       r.update(text=" " + ex.solution, answer=ex.answer, correct=True, steps_valid=True)
   with records.ShardWriter(folder, prefix="graded") as writer:
     writer.write_many(recs)
-  # The edit is deliberate: the grade stage's manifest must list the new shards, or finetune
-  # refuses them as edited after the stage finished.
-  assert any(experiment.refresh_manifest(os.path.join(workdir, "grade")).values())
 
 
 def test_every_stage_finished_with_a_manifest(run):
