@@ -205,3 +205,11 @@ def test_text_sampler_takes_the_refilling_path_with_the_same_results(model, para
     for x, y in zip(row_a, row_b):
       np.testing.assert_array_equal(x.tokens, y.tokens)
       assert x.finish_reason == y.finish_reason
+
+
+def test_a_call_with_nothing_to_refill_or_share_takes_the_plain_path(model, params):
+  decodes = refill_lib._decode_jit._cache_size()
+  plain = _sampler(model).sample(params, PLAIN, 3, NEW, TopP(0.9), rng=4)
+  out = _sampler(model, refill=True).sample(params, PLAIN, 3, NEW, TopP(0.9), rng=4)
+  _assert_same(plain, out)
+  assert refill_lib._decode_jit._cache_size() == decodes  # refill.py's decode never ran

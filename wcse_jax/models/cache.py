@@ -98,6 +98,14 @@ def _write_rows(buf: jax.Array, chunk: jax.Array, slots: jax.Array, time_axis: i
   slots past the buffer's end, and entries where `valid` [B, T] is False, are dropped)."""
   if valid is not None:
     slots = jnp.where(valid[:, valid.shape[1] - slots.shape[1]:], slots, buf.shape[time_axis])
+  if slots.shape[1] == 1:
+    # One step (decoding): a select over the buffer, which XLA fuses and does in place, instead
+    # of a scatter. On 2 CPU cores it made a 2-layer model's decode step 1.4x faster (22.6 -> 16.0
+    # ms at 576 rows; a shared write index takes 12.2 ms).
+    hit = jnp.arange(buf.shape[time_axis]) == slots  # [B, S]; no hit past the end
+    shape = [1] * buf.ndim
+    shape[0], shape[time_axis] = buf.shape[0], buf.shape[time_axis]
+    return jnp.where(hit.reshape(shape), chunk.astype(buf.dtype), buf)
   rows = jnp.arange(buf.shape[0])[:, None]
   where = (rows,) + (slice(None),) * (time_axis - 1) + (slots,)
   # Two advanced indices apart put their [B, T] dimensions first, then the sliced ones.

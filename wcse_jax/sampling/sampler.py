@@ -225,8 +225,11 @@ class Sampler:
     None: the preset's max_len.
   refill: run calls through refill.py: a row whose sample ended takes the next pending
     (prompt, sample) item, finished rows are dropped once none is pending, and a prefix common to
-    all prompts is prefilled and stored once. Same results (see refill.py); False: the plain path
-    described above, every row decoding until the longest ends.
+    all prompts is prefilled and stored once. Same results (see refill.py). A call where no item
+    would wait for a row and no prefix is shared takes the plain path anyway (refilling would
+    only shrink the rows for the tail, which did not pay for its per-row cache writes on the
+    workloads measured); False: always the plain path described above, every row decoding until
+    the longest ends.
   rows: with refill, the decode rows per process (a memory bound; fewer rows than items is what
     lets rows refill); None: one per item, as the plain path.
   min_shared_prefix: with refill, the shortest common prompt prefix (tokens) stored once.
@@ -279,6 +282,13 @@ class Sampler:
       # (refill.py builds on this module's pieces, so it is imported here, not at the top.)
       return refill.sample(self, params, prompts, num_samples, max_new_tokens, chooser, rng, stop,
                            prompt_ids)
+    return self.sample_plain(params, prompts, num_samples, max_new_tokens, chooser, rng, stop,
+                             prompt_ids)
+
+  def sample_plain(self, params: Any, prompts: list[np.ndarray], num_samples: int,
+                   max_new_tokens: int, chooser: Chooser, rng: int | jax.Array,
+                   stop: StopMatcher | None, prompt_ids: np.ndarray) -> SampleOutput:
+    """`sample` on the plain path (arguments checked there)."""
     lengths = np.array([len(p) for p in prompts], np.int32)
 
     count, longest = parallel.agree_max(len(prompts), lengths.max())
