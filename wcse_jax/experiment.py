@@ -48,15 +48,15 @@ so leave `config_keys` unset unless the stage's reads are clear.
 Multi-host: every process runs every stage function (each writes its own shards); only process 0
 creates folders, writes START/MANIFEST files and renames; all processes meet at a barrier around
 those steps.
+
+Modules: this one registers and runs stages; W/.lock is workdir_lock.py, the manifest and its
+record files are manifests.py, and StageError with the helpers all three share is
+runner_common.py. Their public names are importable from here too.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime
 import difflib
-import fcntl
-import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -65,36 +65,28 @@ import os
 import platform
 import re
 import shutil
-import socket
 import time
 import uuid
-from typing import IO, Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
-import numpy as np
 
 from wcse_jax.config_base import RUNNER_KEYS
 from wcse_jax import files
+# Imported here also so that they remain experiment.X for main, the stages and the tests.
+from wcse_jax.manifests import (MANIFEST, RECORD_SUFFIXES, START, list_files, read_manifest,
+                                refresh_manifest, verify_files, write_manifest)
+from wcse_jax.runner_common import StageError, config_hash, is_chief, now
+from wcse_jax.workdir_lock import LOCK, workdir_lock
 
-MANIFEST = "MANIFEST.json"
-START = "START.json"
 PARTIAL_SUFFIX = ".partial"
-LOCK = ".lock"
-RECORD_SUFFIXES = (".jsonl.gz", ".jsonl", ".json")
-# Files that mark an orbax checkpoint folder: its internals are not records and may be huge.
-_CHECKPOINT_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
-_MANIFEST_FIELDS = ("stage", "config_hash", "config", "inputs", "counts")
 VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections",
                       "numpy", "wcse_jax")
 
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _log = logging.getLogger("wcse_jax.experiment")
-
-
-class StageError(RuntimeError):
-  """A stage cannot run, or cannot be reused, as configured; the message says how to proceed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,16 +285,6 @@ def stage_config(config: ml_collections.ConfigDict, spec: Stage) -> dict[str, An
   return json.loads(json.dumps(scoped, sort_keys=True, default=repr))
 
 
-def config_hash(scoped: Mapping[str, Any]) -> str:
-  """sha256 of a canonical JSON rendering (sorted keys, tuples as lists)."""
-  text = json.dumps(scoped, sort_keys=True, separators=(",", ":"), default=repr)
-  return hashlib.sha256(text.encode()).hexdigest()
-
-
-def is_chief() -> bool:
-  return jax.process_index() == 0
-
-
 def versions() -> dict[str, str]:
   """Versions of the packages whose behaviour the outputs depend on."""
   found = {"python": platform.python_version()}
@@ -312,224 +294,6 @@ def versions() -> dict[str, str]:
     except importlib.metadata.PackageNotFoundError:
       found[package] = "not installed"
   return found
-
-
-_HELD: dict[str, int] = {}  # realpath(workdir) -> how deeply this process holds its lock
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: str) -> Iterator[None]:
-  """Holds `workdir` for this run (W/.lock, see the module docstring); reentrant per process.
-
-  Process 0 takes the lock (creating `workdir`); a second live run is refused with a StageError
-  naming the holder. Multi-host, every process learns process 0's outcome, so none runs on alone.
-  """
-  key = os.path.realpath(workdir)
-  if key in _HELD:
-    _HELD[key] += 1
-    try:
-      yield
-    finally:
-      _HELD[key] -= 1
-    return
-  handle, refusal = None, None
-  if is_chief():
-    try:
-      handle = _acquire(workdir)
-    except StageError as e:
-      refusal = e
-  locked = refusal is None
-  if jax.process_count() > 1:
-    locked = bool(multihost_utils.broadcast_one_to_all(np.int32(locked)))
-  if refusal is not None:
-    raise refusal
-  if not locked:
-    raise StageError(f"process 0 could not lock {workdir}: another run uses it (process 0's "
-                     f"error names it); wait for that run, or use another --workdir")
-  _HELD[key] = 1
-  try:
-    yield
-  finally:
-    del _HELD[key]
-    if handle is not None:
-      # Removed while still locked, so no other run can have locked this file meanwhile.
-      os.remove(os.path.join(workdir, LOCK))
-      handle.close()
-
-
-def _acquire(workdir: str) -> IO[str]:
-  """The open, flocked W/.lock with this process's host, pid and start time written in it."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK)
-  host = socket.gethostname()
-  for _ in range(3):  # Retried when the file was replaced while we locked it.
-    handle = open(path, "a+")
-    try:
-      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = _lock_holder(handle)
-      handle.close()
-      if holder.get("host") == host and not _alive(holder.get("pid")):
-        # The flock lives on in a process the dead run started (a forked worker, say).
-        _log.warning("%s: taking over the lock of run pid %s on this host, which is gone (a "
-                     "process it started still holds the file)", path, holder.get("pid"))
-        with contextlib.suppress(FileNotFoundError):  # Another run may have removed it first.
-          os.remove(path)
-        continue
-      raise StageError(
-          f"{workdir} is in use by another run (host {holder.get('host', '?')}, pid "
-          f"{holder.get('pid', '?')}, since {holder.get('started_at', '?')}; lock file {path}). "
-          f"Wait for it to finish or stop it, or use another --workdir.")
-    if not (os.path.exists(path) and os.path.samestat(os.fstat(handle.fileno()),
-                                                      os.stat(path))):
-      handle.close()
-      continue
-    holder = _lock_holder(handle)
-    if holder:
-      _log.warning("%s: taking over the stale lock of a run that ended without releasing it "
-                   "(host %s, pid %s, since %s)", path, holder.get("host", "?"),
-                   holder.get("pid", "?"), holder.get("started_at", "?"))
-    handle.seek(0)
-    handle.truncate()
-    json.dump({"host": host, "pid": os.getpid(), "started_at": _now()}, handle)
-    handle.flush()
-    return handle
-  raise StageError(f"{path} was replaced three times while this run locked it; another run is "
-                   f"starting in {workdir}: wait for it, or use another --workdir")
-
-
-def _lock_holder(handle: IO[str]) -> dict[str, Any]:
-  """What a lock file says of its holder ({} when empty or unreadable)."""
-  handle.seek(0)
-  try:
-    holder = json.loads(handle.read() or "{}")
-  except ValueError:
-    return {}
-  return holder if isinstance(holder, dict) else {}
-
-
-def _alive(pid: Any) -> bool:
-  """Whether process `pid` exists on this host (True when unsure)."""
-  if not isinstance(pid, int) or pid <= 0:
-    return True
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # Another user's process.
-    return True
-  return True
-
-
-def list_files(folder: str) -> dict[str, dict[str, Any]]:
-  """The record files of a stage folder (RECORD_SUFFIXES, but not START/MANIFEST, hidden files or
-  anything inside an orbax checkpoint folder), by relative path: bytes, sha256 and, for
-  .jsonl.gz shards, the number of records."""
-  listing = {}
-  for rel in _record_paths(folder):
-    path = os.path.join(folder, rel)
-    entry: dict[str, Any] = {"bytes": os.path.getsize(path), "sha256": files.sha256(path)}
-    if rel.endswith(".jsonl.gz"):
-      entry["records"] = files.count_lines(path)
-    listing[rel] = entry
-  return listing
-
-
-def _record_paths(folder: str) -> list[str]:
-  found = []
-  for root, dirs, names in os.walk(folder):
-    if any(marker in names for marker in _CHECKPOINT_MARKERS):
-      dirs[:] = []
-      continue
-    dirs[:] = [d for d in dirs if not d.startswith(".")]
-    for name in names:
-      rel = os.path.relpath(os.path.join(root, name), folder)
-      if name.endswith(RECORD_SUFFIXES) and not name.startswith(".") and rel not in (START,
-                                                                                    MANIFEST):
-        found.append(rel)
-  return sorted(found)
-
-
-def read_manifest(folder: str, *, check_sum: bool = True) -> dict[str, Any]:
-  """The MANIFEST.json of the finished stage in `folder`, checked: valid JSON, the runner's
-  fields, and (`check_sum`) the checksum of its own content, so a hand edit is caught. DataError
-  naming the file otherwise."""
-  path = os.path.join(folder, MANIFEST)
-  stage = os.path.basename(os.path.normpath(folder))
-  manifest = files.read_json(path)
-  redo = f"rerun with --config.rerun={stage} to rebuild the stage"
-  for field in _MANIFEST_FIELDS:
-    if not isinstance(manifest, dict) or field not in manifest:
-      raise files.DataError(f"{path}: not a stage manifest (no {field!r} field): it was edited "
-                            f"or written by another program; restore it, or {redo}")
-  # Manifests written before the checksum existed have none; they are read as they are.
-  if check_sum and "checksum" in manifest and manifest["checksum"] != _checksum(manifest):
-    raise files.DataError(f"{path}: edited after stage {stage!r} finished (its checksum no longer "
-                          f"matches its content); restore it, or {redo}")
-  return manifest
-
-
-def verify_files(folder: str, manifest: Mapping[str, Any] | None = None) -> None:
-  """Checks the record files of the finished stage in `folder` against its manifest: DataError
-  naming the first file that was deleted, added or changed (size or sha256) since."""
-  manifest = read_manifest(folder) if manifest is None else manifest
-  stage = manifest["stage"]
-  listed = manifest.get("files")
-  if listed is None:
-    _log.warning("stage %s: %s lists no record files (it predates their verification), so they "
-                 "are read unverified; --refresh_manifest=%s lists them", stage,
-                 os.path.join(folder, MANIFEST), stage)
-    return
-  fix = (f"rerun with --config.rerun={stage} to rebuild it, or pass --refresh_manifest={stage} "
-         f"to accept a deliberate edit")
-  found = _record_paths(folder)
-  missing = sorted(set(listed) - set(found))
-  if missing:
-    raise files.DataError(f"{os.path.join(folder, missing[0])}: deleted after stage {stage!r} "
-                          f"finished ({len(missing)} listed file(s) missing); {fix}")
-  added = sorted(set(found) - set(listed))
-  if added:
-    raise files.DataError(f"{os.path.join(folder, added[0])}: added to stage {stage!r} after it "
-                          f"finished (its {MANIFEST} does not list it); {fix}")
-  for rel in found:
-    path, entry = os.path.join(folder, rel), listed[rel]
-    size, digest = os.path.getsize(path), files.sha256(path)
-    if size != entry["bytes"] or digest != entry["sha256"]:
-      raise files.DataError(
-          f"{path}: edited after stage {stage!r} finished ({entry['bytes']} bytes, sha256 "
-          f"{entry['sha256'][:12]} in its {MANIFEST}; now {size} bytes, sha256 {digest[:12]}); "
-          f"{fix}")
-
-
-def refresh_manifest(folder: str) -> dict[str, list[str]]:
-  """Accepts deliberate edits to a finished stage's files: re-lists them in its MANIFEST.json and
-  appends what changed (with the time) to its "refreshed" list. Also accepts a hand-edited
-  manifest. Its sha256 changes, so every stage built from the old one is refused as built from a
-  rebuilt input until rerun. Process 0 only. Returns the relative paths changed, added, removed.
-  """
-  if not os.path.isfile(os.path.join(folder, MANIFEST)):
-    raise StageError(f"{folder} holds no finished stage ({MANIFEST} not found); name a finished "
-                     f"stage of the workdir")
-  manifest = read_manifest(folder, check_sum=False)
-  old, new = manifest.get("files", {}), list_files(folder)
-  diff = {"changed": sorted(k for k in set(old) & set(new) if old[k] != new[k]),
-          "added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new))}
-  manifest["files"] = new
-  manifest.setdefault("refreshed", []).append({"at": _now(), **diff})
-  _write_manifest(os.path.join(folder, MANIFEST), manifest)
-  _log.info("%s: refreshed (changed %d, added %d, removed %d record files); stages built from it "
-            "must now be rerun", os.path.join(folder, MANIFEST), len(diff["changed"]),
-            len(diff["added"]), len(diff["removed"]))
-  return diff
-
-
-def _checksum(manifest: Mapping[str, Any]) -> str:
-  return config_hash({k: v for k, v in manifest.items() if k != "checksum"})
-
-
-def _write_manifest(path: str, manifest: dict[str, Any]) -> None:
-  manifest["checksum"] = _checksum(manifest)
-  files.write_json(path, manifest)
 
 
 def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -545,7 +309,7 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
 
   start_path = os.path.join(partial, START)
   fresh_start = {"stage": spec.name, "config_hash": digest, "config": scoped, "inputs": {},
-                 "started_at": _now()}
+                 "started_at": now()}
   if os.path.isfile(start_path) and _holds_no_work(partial):
     # Nothing to lose: the corrected run (another config, or rebuilt inputs) must not be blocked
     # by an attempt that failed before writing anything.
@@ -597,11 +361,11 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
         "versions": versions(),
         "process_count": jax.process_count(),
         "started_at": start["started_at"],
-        "finished_at": _now(),
+        "finished_at": now(),
         "wall_time_s": round(wall, 3),
         "files": list_files(partial),
     }
-    _write_manifest(os.path.join(partial, MANIFEST), manifest)
+    write_manifest(os.path.join(partial, MANIFEST), manifest)
     os.rename(partial, final)
     _log.info("stage %s: finished in %.1fs: %s", spec.name, wall, counts)
   _barrier(f"wcse_jax:{spec.name}:end")
@@ -693,7 +457,3 @@ def _numpy_scalar(value):
   if hasattr(value, "item") and getattr(value, "shape", None) == ():
     return value.item()
   raise TypeError(f"{value!r} ({type(value).__name__}) is not JSON-serialisable")
-
-
-def _now() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
