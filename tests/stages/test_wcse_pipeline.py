@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -19,14 +20,42 @@ from wcse_jax.eval import passk
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(workdir, *extra):
-  env = dict(os.environ, XLA_FLAGS=xla_flags(8),
-             TF_CPP_MIN_LOG_LEVEL="3")
+def _run(workdir, *extra, processes=1):
+  """The micro quickstart in `processes` local processes (jax.distributed over gloo), 8 CPU
+  devices in all; returns the output of each, joined."""
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8 // processes), TF_CPP_MIN_LOG_LEVEL="3",
+             JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
   cmd = [sys.executable, "-m", "wcse_jax.main", "--config=configs/quickstart.py:micro",
          f"--workdir={workdir}", *extra]
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-  return proc.stdout + proc.stderr
+  if processes > 1:
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      port = s.getsockname()[1]
+    cmd += ["--config.distributed=true", f"--coordinator_address=127.0.0.1:{port}",
+            f"--num_processes={processes}"]
+  procs = [subprocess.Popen(cmd + ([f"--process_id={i}"] if processes > 1 else []), cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(processes)]
+  outputs = [p.communicate(timeout=1500) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:] + err[-6000:]
+  return "".join(out + err for out, err in outputs)
+
+
+def _run_regraded(workdir, processes=1):
+  """The micro quickstart, stopped after grading to give the SE pools one correct solution per
+  problem (the micro zoo is too small to be right) and the WC pools none, then run to the end:
+  the SE students train and the WC ones are skipped for want of data, so both paths of the
+  finetune stage run."""
+  from wcse_jax import experiment
+  log = _run(workdir, "--config.stages=zoo", "--config.stages=sample", "--config.stages=grade",
+             processes=processes)
+  _regrade(workdir, "se", correct=True)
+  _regrade(workdir, "wc", correct=False)
+  # The edit is deliberate: the grade stage's manifest must list the new shards, or finetune
+  # refuses them as edited after the stage finished.
+  assert any(experiment.refresh_manifest(os.path.join(workdir, "grade")).values())
+  return log + _run(workdir, processes=processes)
 
 
 def _records(path):
@@ -36,20 +65,8 @@ def _records(path):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  """The micro quickstart, stopped after grading to give the SE pools one correct solution per
-  problem (the micro zoo is too small to be right) and the WC pools none, then run to the end:
-  the SE students train and the WC ones are skipped for want of data, so both paths of the
-  finetune stage run, once."""
-  from wcse_jax import experiment
   workdir = str(tmp_path_factory.mktemp("micro"))
-  log = _run(workdir, "--config.stages=zoo", "--config.stages=sample", "--config.stages=grade")
-  _regrade(workdir, "se", correct=True)
-  _regrade(workdir, "wc", correct=False)
-  # The edit is deliberate: the grade stage's manifest must list the new shards, or finetune
-  # refuses them as edited after the stage finished.
-  assert any(experiment.refresh_manifest(os.path.join(workdir, "grade")).values())
-  log += _run(workdir)
-  return workdir, log
+  return workdir, _run_regraded(workdir)
 
 
 def _regrade(workdir, role, correct):
@@ -166,3 +183,22 @@ def test_finetune_trains_students_on_answer_correct_data(run):
   results = json.load(open(os.path.join(workdir, "report", "report.json")))
   assert len(results["students"]) == 12  # 3 setups x (base, SE) x (greedy, sampled)
   assert "## Students" in open(os.path.join(workdir, "report", "report.md")).read()
+
+
+# The numbers of report.json (its input paths name the workdir).
+REPORTED = ("plan", "models", "budgets", "differences", "costs", "students",
+            "student_differences")
+
+
+def test_two_processes_write_the_same_report(run, tmp_path):
+  """The micro quickstart over 2 processes of 4 devices: each samples its own problems into its
+  own shards, and every figure of the report equals the one-process run's."""
+  workdir, _ = run
+  two = str(tmp_path / "two")
+  _run_regraded(two, processes=2)
+  one_report = json.load(open(os.path.join(workdir, "report", "report.json")))
+  two_report = json.load(open(os.path.join(two, "report", "report.json")))
+  assert {k: two_report[k] for k in REPORTED} == {k: one_report[k] for k in REPORTED}
+  for role in ("se", "wc"):
+    shards = os.listdir(os.path.join(two, "sample", role))
+    assert {n.split("-")[1] for n in shards if n.startswith("samples-")} == {"p00000", "p00001"}
