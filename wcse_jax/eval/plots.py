@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import matplotlib
 from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -19,9 +20,10 @@ def curves_vs_k(path: str, curves: Mapping[str, Mapping[int, float]], *, title: 
   """One line per name over k (log2 axis); writes `path` and returns it."""
   figure = Figure(figsize=(6, 4), dpi=120)
   ax = figure.add_subplot()
-  for name, curve in curves.items():
+  palette = _palette(len(curves))
+  for i, (name, curve) in enumerate(curves.items()):
     ks = sorted(curve)
-    ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=name)
+    ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=name, color=palette[i])
   if max((k for curve in curves.values() for k in curve), default=1) > 8:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
@@ -54,9 +56,11 @@ def bands_vs_k(path: str, bands: Mapping[str, Mapping[int, tuple[float, float, f
   (value, low, high) per k. Writes `path` and returns it."""
   figure = Figure(figsize=(7, 4.5), dpi=120)
   ax = figure.add_subplot()
-  for name, band in bands.items():
+  palette = _palette(len(bands))
+  for i, (name, band) in enumerate(bands.items()):
     ks = sorted(band)
-    line, = ax.plot(ks, [band[k][0] for k in ks], marker="o", markersize=3, label=name)
+    line, = ax.plot(ks, [band[k][0] for k in ks], marker="o", markersize=3, label=name,
+                    color=palette[i])
     ax.fill_between(ks, [band[k][1] for k in ks], [band[k][2] for k in ks],
                     color=line.get_color(), alpha=0.15)
   if max((k for band in bands.values() for k in band), default=1) > 8:
@@ -69,20 +73,22 @@ def bands_vs_k(path: str, bands: Mapping[str, Mapping[int, tuple[float, float, f
 
 
 def curves_vs_compute(path: str, curves: Mapping[str, Mapping[float, float]], *,
-                      budgets: Mapping[str, float], title: str, ylabel: str) -> str:
+                      budgets: Mapping[str, float], title: str, ylabel: str,
+                      xlabel: str = "sampling FLOPs per problem") -> str:
   """One line per name over compute (x = FLOPs per problem, log axis), with a vertical line at
   each named budget, so compute-matched points stand at the same x; writes `path`."""
   figure = Figure(figsize=(6.5, 4), dpi=120)
   ax = figure.add_subplot()
-  for name, curve in curves.items():
+  palette = _palette(len(curves))
+  for i, (name, curve) in enumerate(curves.items()):
     xs = sorted(curve)
-    ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=3, label=name)
+    ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=3, label=name, color=palette[i])
   for name, x in budgets.items():
     ax.axvline(x, color="gray", linestyle=":", linewidth=1)
     ax.annotate(f"{name} budget", (x, 0), xycoords=("data", "axes fraction"), rotation=90,
                 fontsize=7, color="gray", va="bottom", ha="right")
   ax.set_xscale("log")
-  ax.set(title=title, xlabel="sampling FLOPs per problem", ylabel=ylabel)
+  ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   return _save(figure, path)
@@ -122,6 +128,13 @@ def grouped_bars(path: str, groups: Mapping[str, Mapping[str, bootstrap.Interval
   ax.grid(axis="y", alpha=0.3)
   ax.legend(fontsize=8)
   return _save(figure, path)
+
+
+def _palette(n: int) -> tuple:
+  """n distinct line colours: matplotlib's default cycle repeats after 10 (a verifier report
+  draws 11 lines), so past 10 they come from tab20, and past 20 they repeat."""
+  colors = matplotlib.colormaps["tab20" if n > 10 else "tab10"].colors
+  return tuple(colors[i % len(colors)] for i in range(n))
 
 
 def _save(figure: Figure, path: str) -> str:

@@ -136,7 +136,8 @@ def _plots(out_dir, results, curves, boot) -> dict[str, str]:
       "compute": plots.curves_vs_compute(
           os.path.join(out_dir, "bon_vs_compute.png"), compute, budgets={},
           title="Accuracy against total compute (solutions + verification)",
-          ylabel="Best-of-N accuracy")}
+          ylabel="Best-of-N accuracy",
+          xlabel="FLOPs per problem: N solutions sampled and verified")}
   return {name: os.path.basename(path) for name, path in figures.items()}
 
 
