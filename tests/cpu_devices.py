@@ -11,3 +11,10 @@ TIMEOUTS = "--xla_cpu_collective_call_terminate_timeout_seconds=3600"
 def xla_flags(devices: int) -> str:
   """XLA_FLAGS for a process with `devices` simulated CPU devices."""
   return f"--xla_force_host_platform_device_count={devices} {TIMEOUTS}"
+
+# For each process of a multi-process run: no persistent compilation cache (tests/conftest.py).
+# A two-process quickstart hung in its first collective with the cache that single-process
+# tests had filled, and ran through without it: the cache's key seems not to tell an executable
+# of one 8-device process from one of two 4-device processes (the same program, the same 8
+# global devices).
+NO_COMPILATION_CACHE = {"JAX_ENABLE_COMPILATION_CACHE": "false"}

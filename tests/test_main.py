@@ -7,7 +7,7 @@ import sys
 
 import ml_collections
 import pytest
-from cpu_devices import xla_flags
+from cpu_devices import NO_COMPILATION_CACHE, xla_flags
 
 from wcse_jax import main
 
@@ -64,7 +64,7 @@ def project(tmp_path):
 def run_main(project, *args, config="cfg.py", devices=1, background=False):
   env = dict(os.environ, PYTHONPATH=str(project), JAX_PLATFORMS="cpu",
              XLA_FLAGS=xla_flags(devices),
-             JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+             JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", **NO_COMPILATION_CACHE)
   command = [sys.executable, "-m", "wcse_jax.main", f"--config={project / config}", *args]
   if background:
     return subprocess.Popen(command, env=env, cwd=project, stdout=subprocess.PIPE,

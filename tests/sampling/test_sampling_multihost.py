@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import numpy as np
-from cpu_devices import xla_flags
+from cpu_devices import NO_COMPILATION_CACHE, xla_flags
 
 from wcse_jax.sampling import TopP
 
@@ -56,7 +56,7 @@ def test_two_processes_agree_with_one(tmp_path, model):
 
   script = tmp_path / "worker.py"
   script.write_text(_WORKER)
-  env = dict(os.environ, XLA_FLAGS=xla_flags(2), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2), JAX_PLATFORMS="cpu", **NO_COMPILATION_CACHE)
   port = _free_port()
   procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i),
                              str(tmp_path / f"{i}.json"), json.dumps(PROMPTS)],

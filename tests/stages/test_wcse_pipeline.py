@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from cpu_devices import xla_flags
+from cpu_devices import NO_COMPILATION_CACHE, xla_flags
 
 from wcse_jax.eval import passk
 
@@ -24,7 +24,8 @@ def _run(workdir, *extra, processes=1):
   """The micro quickstart in `processes` local processes (jax.distributed over gloo), 8 CPU
   devices in all; returns the output of each, joined."""
   env = dict(os.environ, XLA_FLAGS=xla_flags(8 // processes), TF_CPP_MIN_LOG_LEVEL="3",
-             JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+             JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+             **(NO_COMPILATION_CACHE if processes > 1 else {}))
   cmd = [sys.executable, "-m", "wcse_jax.main", "--config=configs/quickstart.py:micro",
          f"--workdir={workdir}", *extra]
   if processes > 1:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import ml_collections
@@ -206,11 +206,11 @@ def grade(ctx) -> dict[str, Any]:
   by_id = common.examples_by_id(task, cfg.sampling.split)
   summary: dict[str, Any] = {"uniqueness": metrics.describe_uniqueness(cfg.grading.uniqueness)}
   judge = _judge(cfg, ctx, by_id)
-  ids = {}
+  ids, graded = {}, {}
   for role in ROLES:
     recs = common.grade_folder(task, os.path.join(src, role), os.path.join(ctx.out, role), by_id,
                                judge)
-    ids[role] = {r["problem_id"] for r in recs}
+    ids[role], graded[role] = {r["problem_id"] for r in recs}, recs
     name = cfg.models[role].name
     coverage = metrics.coverage(recs)
     diversity = metrics.diversity(recs, uniqueness=cfg.grading.uniqueness)
@@ -228,9 +228,10 @@ def grade(ctx) -> dict[str, Any]:
         f"{len(ids['wc'] - ids['se'])} only WC): their metrics cannot be compared problem by "
         f"problem. Rerun the sample stage (--config.rerun=sample)")
   if cfg.grading.human_sample:
-    _export_for_rating(ctx.out, cfg, summary)
-  with open(os.path.join(ctx.out, "metrics.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+    _export_for_rating(ctx, cfg, summary, graded)
+  if ctx.is_chief:
+    with open(os.path.join(ctx.out, "metrics.json"), "w") as f:
+      json.dump(summary, f, indent=1)
   return {role: {"records": summary[role]["records"], "fpr": summary[role]["fpr"]}
           for role in ROLES}
 
@@ -253,19 +254,21 @@ def _judge(cfg, ctx, by_id):
                                                 max_records=spec.max_records, seed=cfg.seed)
 
 
-def _export_for_rating(out: str, cfg, summary) -> None:
-  """A seeded random sample of answer-correct solutions per model, for human FPR rating."""
+def _export_for_rating(ctx, cfg, summary, graded: Mapping[str, list[dict]]) -> None:
+  """A seeded random sample of answer-correct solutions per model, for human FPR rating
+  (process 0 writes it; every process has every graded record, see common.grade_folder)."""
   rng = np.random.default_rng(cfg.seed)
   for role in ROLES:
-    correct = [r for r in records.read_records(os.path.join(out, role), prefix="graded")
-               if r["correct"]]
+    correct = [r for r in graded[role] if r["correct"]]
     pick = rng.permutation(len(correct))[:cfg.grading.human_sample]
-    with open(os.path.join(out, f"to_rate_{role}.jsonl"), "w") as f:
+    summary[role]["exported_for_rating"] = int(len(pick))
+    if not ctx.is_chief:
+      continue
+    with open(os.path.join(ctx.out, f"to_rate_{role}.jsonl"), "w") as f:
       for i in sorted(pick):
         r = correct[i]
         f.write(json.dumps({k: r[k] for k in ("problem_id", "sample_index", "model", "prompt",
                                                "text", "answer")} | {"reasoning_ok": None}) + "\n")
-    summary[role]["exported_for_rating"] = int(len(pick))
 
 
 # --- fine-tuning -----------------------------------------------------------------------------
