@@ -70,11 +70,10 @@ import uuid
 from typing import Any, Callable, Mapping
 
 import jax
-from jax.experimental import multihost_utils
 import ml_collections
 
+from wcse_jax import files, parallel
 from wcse_jax.config_base import RUNNER_KEYS
-from wcse_jax import files
 # Imported here also so that they remain experiment.X for main, the stages and the tests.
 from wcse_jax.manifests import (MANIFEST, RECORD_SUFFIXES, START, list_files, read_manifest,
                                 refresh_manifest, verify_files, write_manifest)
@@ -301,7 +300,7 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
   partial = final + PARTIAL_SUFFIX
   scoped = stage_config(config, spec)
   digest = config_hash(scoped)
-  _barrier(f"wcse_jax:{spec.name}:begin")
+  parallel.sync(f"wcse_jax:{spec.name}:begin")
   if os.path.isdir(final):
     manifest = _check_reusable(spec.name, final, workdir, scoped, digest)
     _log.info("stage %s: finished earlier in %s; skipping", spec.name, final)
@@ -329,7 +328,7 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
     os.makedirs(partial, exist_ok=True)
     files.write_json(start_path, fresh_start)
     _log.info("stage %s: starting in %s", spec.name, partial)
-  _barrier(f"wcse_jax:{spec.name}:ready")
+  parallel.sync(f"wcse_jax:{spec.name}:ready")
 
   ctx = Context(name=spec.name, config=config, workdir=workdir, out=partial,
                 is_chief=is_chief(), log=logging.getLogger(f"wcse_jax.stage.{spec.name}"))
@@ -343,7 +342,7 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
     counts = json.loads(json.dumps(dict(counts), default=_numpy_scalar))
   except TypeError as e:
     raise StageError(f"stage {spec.name!r} returned counts that JSON cannot hold: {e}") from e
-  _barrier(f"wcse_jax:{spec.name}:computed")
+  parallel.sync(f"wcse_jax:{spec.name}:computed")
 
   if is_chief():
     start = files.read_json(start_path)
@@ -368,7 +367,7 @@ def _run_stage(spec: Stage, config: ml_collections.ConfigDict, workdir: str) -> 
     write_manifest(os.path.join(partial, MANIFEST), manifest)
     os.rename(partial, final)
     _log.info("stage %s: finished in %.1fs: %s", spec.name, wall, counts)
-  _barrier(f"wcse_jax:{spec.name}:end")
+  parallel.sync(f"wcse_jax:{spec.name}:end")
   return read_manifest(final)
 
 
@@ -432,7 +431,7 @@ def _delete_from(rerun: str, names: list[str], workdir: str) -> None:
         if os.path.isdir(folder):
           _log.info("config.rerun=%s: deleting %s", rerun, folder)
           shutil.rmtree(folder)
-  _barrier(f"wcse_jax:rerun:{rerun}")
+  parallel.sync(f"wcse_jax:rerun:{rerun}")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -444,9 +443,6 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def _barrier(tag: str) -> None:
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(tag)
 
 
 def _origin(fn) -> str:

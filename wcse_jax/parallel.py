@@ -121,6 +121,12 @@ def agree_max(*values: int) -> list[int]:
   return [int(v) for v in multihost_utils.process_allgather(local).max(axis=0)]
 
 
+def sync(tag: str) -> None:
+  """Every process waits here until all have arrived (nothing to wait for on one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(tag)
+
+
 def logical_shardings(boxed_tree: Any, mesh: Mesh,
                       rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
   """NamedShardings for a tree of `nn.LogicallyPartitioned` leaves (e.g. from

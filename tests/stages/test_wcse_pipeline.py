@@ -17,6 +17,10 @@ from cpu_devices import NO_COMPILATION_CACHE, xla_flags
 
 from wcse_jax.eval import passk
 
+# One worker runs this file (launch/test.sh distributes by xdist_group): its fixture, a whole
+# micro pipeline, would otherwise run once on each worker.
+pytestmark = pytest.mark.xdist_group("quickstart_micro")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

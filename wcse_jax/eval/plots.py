@@ -20,10 +20,7 @@ def curves_vs_k(path: str, curves: Mapping[str, Mapping[int, float]], *, title: 
   """One line per name over k (log2 axis); writes `path` and returns it."""
   figure = Figure(figsize=(6, 4), dpi=120)
   ax = figure.add_subplot()
-  palette = _palette(len(curves))
-  for i, (name, curve) in enumerate(curves.items()):
-    ks = sorted(curve)
-    ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=name, color=palette[i])
+  _lines(ax, curves)
   if max((k for curve in curves.values() for k in curve), default=1) > 8:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
@@ -79,10 +76,7 @@ def curves_vs_compute(path: str, curves: Mapping[str, Mapping[float, float]], *,
   each named budget, so compute-matched points stand at the same x; writes `path`."""
   figure = Figure(figsize=(6.5, 4), dpi=120)
   ax = figure.add_subplot()
-  palette = _palette(len(curves))
-  for i, (name, curve) in enumerate(curves.items()):
-    xs = sorted(curve)
-    ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=3, label=name, color=palette[i])
+  _lines(ax, curves)
   for name, x in budgets.items():
     ax.axvline(x, color="gray", linestyle=":", linewidth=1)
     ax.annotate(f"{name} budget", (x, 0), xycoords=("data", "axes fraction"), rotation=90,
@@ -128,6 +122,13 @@ def grouped_bars(path: str, groups: Mapping[str, Mapping[str, bootstrap.Interval
   ax.grid(axis="y", alpha=0.3)
   ax.legend(fontsize=8)
   return _save(figure, path)
+
+
+def _lines(ax, curves: Mapping[str, Mapping[float, float]]) -> None:
+  """One marked line per name, x sorted, in distinct colours."""
+  for color, (name, curve) in zip(_palette(len(curves)), curves.items()):
+    xs = sorted(curve)
+    ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=3, label=name, color=color)
 
 
 def _palette(n: int) -> tuple:

@@ -91,7 +91,7 @@ def generate(loaded: loading.LoadedModel, sampler: TextSampler, task: Task,
   written. That is exact, not approximate: sample j of problem p uses randomness derived from
   (seed, p's index, j) only, so a rerun draws the same text. Each sampler call's records are one
   shard, so a kill loses at most the call in flight. Multi-host: process i takes problems
-  i, i + P, ... and writes its own shards.
+  i, i + P, ... and writes its own shards; the call returns once every process has written its.
 
   Truncation is surfaced, never silent: the returned counts give the finish reasons of every
   record in `out_dir` and the share that ended at `max_new_tokens` or at the end of the cache;
@@ -125,6 +125,8 @@ def generate(loaded: loading.LoadedModel, sampler: TextSampler, task: Task,
               "prompt_tokens": c.prompt_tokens, "flops": c.flops})
           written += 1
       writer.flush()
+  # The counts below, and every caller that reads the folder next, need all processes' shards.
+  parallel.sync(f"wcse_jax:generate:{out_dir}")
   everything = collections.Counter(r["finish_reason"] for r in records.read_records(out_dir))
   total = max(sum(everything.values()), 1)
   rates = {"max_tokens_rate": everything["max_tokens"] / total,

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from wcse_jax import experiment, files, loading
+from wcse_jax import experiment, files, loading, parallel
 from wcse_jax.data import prompts as prompts_lib
 from wcse_jax.data import records
 from wcse_jax.eval import metrics
@@ -295,6 +295,8 @@ def _evaluate(loaded, mesh, cfg, task, examples, root: str, rel: str) -> dict[st
       common.grade_folder(task, raw, graded + ".tmp", {ex.id: ex for ex in examples})
       if jax.process_index() == 0:
         os.replace(graded + ".tmp", graded)
+      # Every process must see the same folders when it checks for the next label's.
+      parallel.sync(f"wcse_jax:eval:{graded}")
     out[label] = os.path.join(rel, label, "graded")
   return out
 

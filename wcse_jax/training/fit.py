@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 
-from wcse_jax import checkpoints
+from wcse_jax import checkpoints, parallel
 from wcse_jax.files import read_json, write_json
 from wcse_jax.training import loop, optim
 from wcse_jax.training import state as state_lib
@@ -114,15 +114,21 @@ class _Selection:
     score = float(self.select(state.params))
     self.scores[step] = score
     # Ties go to the later step: with equal validation scores, the longer-trained parameters.
+    chief = jax.process_index() == 0
     if self.best_step is None or score >= self.scores[self.best_step]:
       tmp = self.best_path + ".tmp"
-      shutil.rmtree(tmp, ignore_errors=True)
-      checkpoints.save(state.params, tmp)
-      shutil.rmtree(self.best_path, ignore_errors=True)
-      os.replace(tmp, self.best_path)
+      if chief:
+        shutil.rmtree(tmp, ignore_errors=True)
+      parallel.sync("wcse_jax:fit:best:cleared")
+      checkpoints.save(state.params, tmp)  # every process writes its part of the arrays
+      if chief:
+        shutil.rmtree(self.best_path, ignore_errors=True)
+        os.replace(tmp, self.best_path)
+      parallel.sync("wcse_jax:fit:best:saved")
       self.best_step = step
-    write_json(self.path, {"scores": {str(k): v for k, v in sorted(self.scores.items())},
-                           "best_step": self.best_step})
+    if chief:
+      write_json(self.path, {"scores": {str(k): v for k, v in sorted(self.scores.items())},
+                             "best_step": self.best_step})
     return {"selection_score": score}
 
   def restore(self, like: dict[str, Any]) -> dict[str, Any]:
