@@ -580,7 +580,7 @@ def run_zoo(config, workdir, background=False):
   env = dict(os.environ, XLA_FLAGS=xla_flags(8),
              TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
   command = [sys.executable, "-m", "wcse_jax.main", f"--config={config}", f"--workdir={workdir}",
-             "--config.zoo.models.wc.steps=12", "--config.zoo.save_every=3"]
+             "--config.zoo.models.wc.steps=24", "--config.zoo.save_every=3"]
   if background:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -610,7 +610,7 @@ def test_the_zoo_killed_mid_training_resumes_to_the_uninterrupted_run(tmp_path):
   victim.send_signal(signal.SIGKILL)
   victim.communicate()
   assert victim.returncode == -signal.SIGKILL
-  assert max(losses(train / "metrics.jsonl")) < 12, "wc finished training before the kill"
+  assert max(losses(train / "metrics.jsonl")) < 24, "wc finished training before the kill"
   assert not (killed / "zoo.partial" / "wc").exists()
   shutil.copytree(killed, straight)
   shutil.rmtree(straight / "zoo.partial" / "train" / "wc")
@@ -623,7 +623,7 @@ def test_the_zoo_killed_mid_training_resumes_to_the_uninterrupted_run(tmp_path):
   assert got == sorted(set(got)), "a resumed run logged a step twice"
   expected = losses(straight / "zoo" / "train" / "wc" / "metrics.jsonl")
   resumed = losses(killed / "zoo" / "train" / "wc" / "metrics.jsonl")
-  assert 12 in expected and set(expected) <= set(resumed)
+  assert 24 in expected and set(expected) <= set(resumed)
   assert {step: resumed[step] for step in expected} == expected  # exact: same batches and state
   assert (json.load(open(killed / "zoo" / "accuracy.json"))
           == json.load(open(straight / "zoo" / "accuracy.json")))

@@ -76,8 +76,22 @@ def test_arith_chain_format_and_knobs():
     ArithChain(ops=("/",))
   with pytest.raises(ValueError, match="min_steps"):
     ArithChain(min_steps=3, max_steps=2)
-  with pytest.raises(ValueError, match="leave no chain"):
+  with pytest.raises(ValueError, match=r"leave no test chain of \d+ steps"):
     ArithChain(ops=("*",), max_factor=1, num_train=2).examples("train")
+  with pytest.raises(ValueError, match="test_steps"):
+    ArithChain(test_steps=(0, 4))
+
+
+def test_arith_chain_test_steps_lengthen_only_the_test_split():
+  """test_steps=(4,) beside 2-3-step training chains: every test problem is longer than any
+  train or validation problem."""
+  knobs = dict(num_train=300, num_validation=50, num_test=60, max_steps=3, max_operand=9,
+               max_value=40)
+  longer, plain = ArithChain(test_steps=(4,), **knobs), ArithChain(**knobs)
+  assert {len(e.steps) for e in longer.examples("test")} == {4}
+  for split in ("train", "validation"):
+    assert {len(e.steps) for e in longer.examples(split)} <= {2, 3}
+  assert longer.examples("test") != plain.examples("test")
 
 
 def test_arith_chain_defaults_are_small():
@@ -246,6 +260,9 @@ def _knob_sets():
   from configs import quickstart
   quick = quickstart.get_config()
   yield "arith_chain", "quickstart", dict(quick.task.knobs), quick.sampling.num_problems
+  from configs import verifiers
+  ver = verifiers.get_config("arith_chain")
+  yield "arith_chain", "verifiers", dict(ver.task.knobs), ver.sampling.num_problems
   for name in sorted(CLASSES):
     yield name, "default", {}, 300
 

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,9 +18,6 @@ from cpu_devices import NO_COMPILATION_CACHE, xla_flags
 
 from wcse_jax.eval import passk
 
-# One worker runs this file (launch/test.sh distributes by xdist_group): its fixture, a whole
-# micro pipeline, would otherwise run once on each worker.
-pytestmark = pytest.mark.xdist_group("quickstart_micro")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,20 +45,20 @@ def _run(workdir, *extra, processes=1):
   return "".join(out + err for out, err in outputs)
 
 
-def _run_regraded(workdir, processes=1):
+def _run_regraded(workdir, *extra, processes=1):
   """The micro quickstart, stopped after grading to give the SE pools one correct solution per
   problem (the micro zoo is too small to be right) and the WC pools none, then run to the end:
   the SE students train and the WC ones are skipped for want of data, so both paths of the
   finetune stage run."""
   from wcse_jax import experiment
   log = _run(workdir, "--config.stages=zoo", "--config.stages=sample", "--config.stages=grade",
-             processes=processes)
+             *extra, processes=processes)
   _regrade(workdir, "se", correct=True)
   _regrade(workdir, "wc", correct=False)
   # The edit is deliberate: the grade stage's manifest must list the new shards, or finetune
   # refuses them as edited after the stage finished.
   assert any(experiment.refresh_manifest(os.path.join(workdir, "grade")).values())
-  return log + _run(workdir, processes=processes)
+  return log + _run(workdir, *extra, processes=processes)
 
 
 def _records(path):
@@ -183,6 +181,9 @@ def test_finetune_trains_students_on_answer_correct_data(run):
   for info in trained:
     assert info["examples"] == 12  # 12 problems, one correct sample each, at the budget
     assert info["selected_step"] in {int(s) for s in info["validation"]}
+    # The learning-rate sweep: a student per rate, the one best on validation kept.
+    assert set(info["sweep"]) == {"0.001", "0.003"}
+    assert info["sweep"][f"{info['learning_rate']:g}"] == max(info["sweep"].values())
   assert {(r["setup"], r["source"]) for r in runs if "skipped" in r} == {
       (setup, "wc") for setup in ("distillation", "self_improvement", "weak_to_strong")}
   results = json.load(open(os.path.join(workdir, "report", "report.json")))
@@ -197,12 +198,21 @@ REPORTED = ("plan", "models", "budgets", "differences", "costs", "students",
 
 def test_two_processes_write_the_same_report(run, tmp_path):
   """The micro quickstart over 2 processes of 4 devices: each samples its own problems into its
-  own shards, and every figure of the report equals the one-process run's."""
+  own shards, and every figure of the report equals the one-process run's. It starts from the
+  one-process run's zoo (the zoo stage's hash does not cover the process count, so the runner
+  reuses it) and fine-tunes one setup's students: the multi-process paths of the training loop,
+  the checkpoint selection and the evaluation are the same for every setup, and the whole run
+  on 2 processes costs minutes per stage on 2 cores."""
   workdir, _ = run
   two = str(tmp_path / "two")
-  _run_regraded(two, processes=2)
+  shutil.copytree(os.path.join(workdir, "zoo"), os.path.join(two, "zoo"))
+  log = _run_regraded(two, "--config.finetune.setups=distillation", processes=2)
+  assert "stage zoo: finished earlier" in log
   one_report = json.load(open(os.path.join(workdir, "report", "report.json")))
   two_report = json.load(open(os.path.join(two, "report", "report.json")))
+  for key in ("students", "student_differences"):
+    one_report[key] = [row for row in one_report[key] if row["setup"] == "distillation"]
+  assert two_report["students"]
   assert {k: two_report[k] for k in REPORTED} == {k: one_report[k] for k in REPORTED}
   for role in ("se", "wc"):
     shards = os.listdir(os.path.join(two, "sample", role))

@@ -80,7 +80,7 @@ def test_verdict_is_read_where_training_puts_it(loaded, mesh):
   # The trained target is exactly the last token, and the read happens right before it.
   assert example["tokens"][-1] == verdict.no_id and example["loss_weight"].sum() == 1.0
   context = example["tokens"][:-1].tolist()
-  scorer = Scorer(loaded.model, mesh=mesh, pad_id=tok.pad_id, cache_length=1024)
+  scorer = Scorer(loaded.model, mesh=mesh, pad_id=tok.pad_id, cache_length=256)
   for renormalise in (False, True):
     got = genrm.GenRMDirect("d", loaded, scorer, TASK, renormalise=renormalise).score([c])
     yes, no = full_forward_yes(loaded, context)
@@ -102,8 +102,8 @@ def test_verdict_with_a_shared_leading_token():
 
 def test_cot_score_is_the_mean_p_yes_over_the_sampled_rationales(loaded, mesh):
   tok = loaded.tokenizer
-  sampler = TextSampler(loaded.model, tok, mesh=mesh, cache_length=1024)
-  scorer = Scorer(loaded.model, mesh=mesh, pad_id=tok.pad_id, cache_length=1024)
+  sampler = TextSampler(loaded.model, tok, mesh=mesh, cache_length=256)
+  scorer = Scorer(loaded.model, mesh=mesh, pad_id=tok.pad_id, cache_length=256)
   cot = genrm.GenRMCoT("c", loaded, sampler, scorer, TASK, votes=3, max_new_tokens=12, seed=5)
   cands = candidates(1)
   rationales, _ = cot.rationales(cands)
@@ -176,7 +176,7 @@ def test_each_verifier_learns_to_separate_its_training_data(kind, loaded, mesh, 
   rows = [(e, e.solution, True) for e in examples] + [(e, wrong(e), False) for e in examples]
   cands = [base.Candidate(e.id, int(not label), e.question, text) for e, text, label in rows]
   labels = np.array([label for *_, label in rows])
-  scorer = Scorer(loaded.model, mesh=mesh, pad_id=tok.pad_id, cache_length=1024)
+  scorer = Scorer(loaded.model, mesh=mesh, pad_id=tok.pad_id, cache_length=256)
   if kind in ("genrm_direct", "genrm_cot"):
     make = ((lambda e, t, l: genrm.direct_example(tok, TASK, verdict, e.question, t, l))
             if kind == "genrm_direct" else
@@ -185,13 +185,13 @@ def test_each_verifier_learns_to_separate_its_training_data(kind, loaded, mesh, 
     data = [make(*row) for row in rows]
     # CoT must learn to write rationales too before its verdicts mean anything: longer.
     params = _train(objectives.make_objective("weighted_nll", loaded.model),
-                    batching.epochs(data, 8, 512, 0), loaded, mesh, tmp_path,
+                    batching.epochs(data, 8, 256, 0), loaded, mesh, tmp_path,
                     steps=40 if kind == "genrm_direct" else 150)
     trained = loaded.replace_params(params["model"])
     if kind == "genrm_direct":
       verifier = genrm.GenRMDirect(kind, trained, scorer, TASK)
     else:
-      sampler = TextSampler(loaded.model, tok, mesh=mesh, cache_length=1024)
+      sampler = TextSampler(loaded.model, tok, mesh=mesh, cache_length=256)
       verifier = genrm.GenRMCoT(kind, trained, sampler, scorer, TASK, votes=2,
                                 max_new_tokens=64, temperature=0.3)
   elif kind == "discriminative":

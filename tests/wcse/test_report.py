@@ -184,8 +184,15 @@ def test_paired_differences_recompute_and_resample_the_same_problems(written):
     assert (d["wc_minus_se"]["low"], d["wc_minus_se"]["high"]) == pytest.approx((low, high))
   metrics_seen = {d["metric"] for d in numbers["differences"]}
   assert metrics_seen == {"coverage", "diversity", "diversity_valid", "fpr"}
-  (row,) = [d for d in numbers["student_differences"] if d["label"] == "T=0.7"]
-  assert set(row) == {"setup", "label", "pass@1", "maj@1", "maj@4"}
+  rows = {d["comparison"]: d for d in numbers["student_differences"] if d["label"] == "T=0.7"}
+  assert set(rows) == {"wc - se", "wc - base", "se - base"}
+  assert all(set(row) == {"setup", "label", "comparison", "pass@1", "maj@1", "maj@4"}
+             for row in rows.values())
+  accuracy = {(s["data"]): s["accuracy"]["value"] for s in numbers["students"]
+              if s["label"] == "T=0.7"}
+  for name, row in rows.items():
+    data, versus = name.split(" - ")
+    assert row["pass@1"]["value"] == pytest.approx(accuracy[data] - accuracy[versus], abs=1e-12)
 
 
 def test_step_valid_diversity_counts_only_valid_solutions(written):

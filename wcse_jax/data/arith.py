@@ -12,6 +12,9 @@ parameters trained from scratch for a few CPU-minutes reaches 20-70% greedy accu
             Step 3: 9 * 2 = 18
             The answer is 18.
 
+The knob `test_steps` draws the test split with other step counts than train and validation
+(e.g. 4 beside max_steps=3: a length the model never trained on).
+
 Several reasoning paths are valid, as in real math data (papers.md §1 measures the diversity of
 correct solutions): each step applies one of the problem's operations to the running value, and
   - within a run of additions and subtractions (between two multiplications) the operations may
@@ -180,7 +183,7 @@ class ArithChain(SyntheticTask):
                num_test: int = 500, min_steps: int = 2, max_steps: int = 4,
                max_operand: int = 19, max_factor: int = 3, max_value: int = 99,
                ops: str | tuple[str, ...] = ("+", "-", "*"), shuffle_probability: float = 1.0,
-               swap_probability: float = 0.5):
+               swap_probability: float = 0.5, test_steps: Sequence[int] | None = None):
     super().__init__(seed)
     if not (0 <= shuffle_probability <= 1 and 0 <= swap_probability <= 1):
       raise ValueError(f"arith_chain: shuffle_probability and swap_probability must lie in "
@@ -199,18 +202,28 @@ class ArithChain(SyntheticTask):
                        f"got {max_operand}, {max_value}")
     self.sizes = {"train": num_train, "validation": num_validation, "test": num_test}
     self.min_steps, self.max_steps = min_steps, max_steps
+    # Step counts of the test split's chains, e.g. (4,) beside max_steps=3: problems longer than
+    # any trained on (the out-of-distribution pools of configs/verifiers.py). None: the test split
+    # is drawn like train and validation.
+    self.test_steps = None if test_steps is None else tuple(int(n) for n in test_steps)
+    if self.test_steps is not None and (not self.test_steps or min(self.test_steps) < 1):
+      raise ValueError(f"arith_chain: test_steps must be step counts >= 1, got {test_steps!r}")
     self.max_operand, self.max_factor, self.max_value = max_operand, max_factor, max_value
     self.ops = ops
 
   def _plan(self, split):
     return [{} for _ in range(self.sizes[split])]
 
-  def draw_chain(self, rng: random.Random) -> tuple[int, list[Op]]:
+  def draw_chain(self, rng: random.Random, split: str = "train") -> tuple[int, list[Op]]:
     """A start value and a list of (op, operand), every intermediate value in [0, max_value]."""
     for _ in range(100):
       value = rng.randint(1, self.max_operand)
       start, chain = value, []
-      for _ in range(rng.randint(self.min_steps, self.max_steps)):
+      if split == "test" and self.test_steps is not None:
+        length = rng.choice(self.test_steps)
+      else:
+        length = rng.randint(self.min_steps, self.max_steps)
+      for _ in range(length):
         options = []
         if "+" in self.ops and value + 1 <= self.max_value:
           options.append(("+", 1, min(self.max_operand, self.max_value - value)))
@@ -227,8 +240,7 @@ class ArithChain(SyntheticTask):
       else:
         return start, chain
     raise ValueError(f"{self.name}: ops={self.ops}, max_value={self.max_value}, "
-                     f"max_factor={self.max_factor} leave no chain of {self.min_steps}-"
-                     f"{self.max_steps} steps")
+                     f"max_factor={self.max_factor} leave no {split} chain of {length} steps")
 
   @staticmethod
   def render(name: str, obj: str, start: str | int, chain) -> str:
@@ -240,7 +252,7 @@ class ArithChain(SyntheticTask):
 
   def _draw(self, rng, split, index):
     name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
-    start, chain = self.draw_chain(rng)
+    start, chain = self.draw_chain(rng, split)
     runs = runs_of(chain)
     steps = reference_path(rng, start, runs, max_value=self.max_value,
                            shuffle_probability=self.shuffle_probability,
@@ -291,9 +303,9 @@ class CompositionalGSM(ArithChain):
   def _draw(self, rng, split, index):
     for _ in range(1000):
       name1, obj1 = rng.choice(NAMES), rng.choice(OBJECTS)
-      start1, chain1 = self.draw_chain(rng)
+      start1, chain1 = self.draw_chain(rng, split)
       name2, obj2 = rng.choice(NAMES), rng.choice(OBJECTS)
-      _, chain2 = self.draw_chain(rng)
+      _, chain2 = self.draw_chain(rng, split)
       x = start1
       for op, b in chain1:
         x = _apply(x, op, b)

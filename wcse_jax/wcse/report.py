@@ -169,16 +169,21 @@ def _students(results, students, reader, maj_ks, boot) -> None:
         "maj": _by_k(majority.as_dict()),
         "fpr": {"rate": _num(fpr.rate), "false_positives": fpr.false_positives,
                 "judged": fpr.judged}})
-  for (setup, data, label), (accuracy, majority) in sorted(curves.items()):
-    other = curves.get((setup, "se", label))
-    if data != "wc" or other is None:
-      continue
-    row = {"setup": setup, "label": label,
-           "pass@1": _interval(metrics.paired_difference(accuracy, other[0], 1, 1, **boot))}
-    for k in majority.ks:
-      if k in other[1].ks:
-        row[f"maj@{k}"] = _interval(metrics.paired_difference(majority, other[1], k, k, **boot))
-    results["student_differences"].append(row)
+  # WC data against SE data, and each trained student against its own base (did it learn?).
+  for setup, label in sorted({(setup, label) for setup, _, label in curves}):
+    for data, versus in (("wc", "se"), ("wc", "base"), ("se", "base")):
+      mine, other = curves.get((setup, data, label)), curves.get((setup, versus, label))
+      if mine is None or other is None:
+        continue
+      (accuracy, majority), (other_accuracy, other_majority) = mine, other
+      row = {"setup": setup, "label": label, "comparison": f"{data} - {versus}",
+             "pass@1": _interval(metrics.paired_difference(accuracy, other_accuracy, 1, 1,
+                                                           **boot))}
+      for k in majority.ks:
+        if k in other_majority.ks:
+          row[f"maj@{k}"] = _interval(metrics.paired_difference(majority, other_majority, k, k,
+                                                                **boot))
+      results["student_differences"].append(row)
 
 
 def markdown(results: Mapping[str, Any]) -> str:
@@ -271,12 +276,16 @@ def markdown(results: Mapping[str, Any]) -> str:
                    + " | ".join(_fmt(row["maj"].get(str(k))) for k in maj_ks) + f" | {own} |")
     if results["student_differences"]:
       keys = sorted({k for d in results["student_differences"] for k in d
-                     if k not in ("setup", "label")}, key=lambda k: (k != "pass@1", len(k), k))
-      lines += ["", f"Paired differences, WC-data student - SE-data student [{ci}]:", "",
-                "| setup | eval | " + " | ".join(keys) + " |",
-                "|---|---|" + "---|" * len(keys)]
-      lines += [f"| {d['setup']} | {d['label']} | " + " | ".join(_fmt(d.get(k)) for k in keys)
-                + " |" for d in results["student_differences"]]
+                     if k not in ("setup", "label", "comparison")},
+                    key=lambda k: (k != "pass@1", len(k), k))
+      lines += ["", f"Paired differences between students of one setup [{ci}]: WC-data minus "
+                f"SE-data student, and each trained student minus its base (the same model "
+                f"before fine-tuning) on the same test problems:", "",
+                "| setup | eval | students | " + " | ".join(keys) + " |",
+                "|---|---|---|" + "---|" * len(keys)]
+      lines += [f"| {d['setup']} | {d['label']} | {d['comparison']} | "
+                + " | ".join(_fmt(d.get(k)) for k in keys) + " |"
+                for d in results["student_differences"]]
     lines += ["", f"![students]({results['figures']['accuracy']})", ""]
   if results["skipped_runs"]:
     lines += ["## Students not trained", "", "| run | reason |", "|---|---|"]
