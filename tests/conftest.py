@@ -16,6 +16,11 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Most tests compile far longer than they run their test-sized programs: without LLVM's
+# optimisations XLA compiles about twice as fast (tests/training/test_training_step.py: 85 s ->
+# 49 s) and runs about four times slower. Tests that train to a result take
+# `optimized_compilation`. Processes the tests start inherit the variable.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 
 @pytest.fixture
@@ -23,3 +28,14 @@ def private_stage_registry(monkeypatch):
   """Stages registered by the test go into a copy of the registry, gone after it."""
   from wcse_jax import experiment
   monkeypatch.setattr(experiment, "_REGISTRY", dict(experiment._REGISTRY))
+
+
+@pytest.fixture
+def optimized_compilation():
+  """XLA's optimisations back on, for a test that runs its programs far longer than it compiles
+  them (training a model until it learns). The persistent cache keys on the compile options, so
+  the two kinds of executable never mix there."""
+  import jax
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", True)

@@ -167,7 +167,8 @@ def _train(objective, batches, loaded, mesh, tmp_path, frozen=None, steps=40):
 
 
 @pytest.mark.parametrize("kind", ["genrm_direct", "genrm_cot", "discriminative", "dpo"])
-def test_each_verifier_learns_to_separate_its_training_data(kind, loaded, mesh, tmp_path):
+def test_each_verifier_learns_to_separate_its_training_data(kind, loaded, mesh, tmp_path,
+                                                          optimized_compilation):
   """A behaviour test, not a threshold on the real result: on the data it was trained on, the
   mean score of correct solutions ends above that of incorrect ones."""
   tok = loaded.tokenizer
