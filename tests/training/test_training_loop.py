@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from cpu_devices import xla_flags
 from wcse_jax.models import presets
 from wcse_jax.training import batching, flops
 from wcse_jax.files import read_jsonl
@@ -20,7 +21,7 @@ STEPS = 12
 
 def run(workdir, mode, delay=0.0, **popen):
   # One CPU device is enough here and compiles faster than the 8 the test session forces.
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu"}
   return subprocess.Popen([sys.executable, SCRIPT, str(workdir), str(STEPS), str(delay), mode],
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
 
