@@ -9,8 +9,8 @@ run lost a worker that way in the middle of an every-config run.
 The suite's time is mostly XLA compiling test-sized programs, and most of a compilation is LLVM
 code generation for each fusion: the older loop emitters generate code faster than the fusion
 emitters (measured: tests/training/test_training_step.py and tests/sampling/test_refill.py
-120 s -> 94 s, a third less CPU time), and run it a little slower, which these programs barely
-notice. The semantics are XLA's either way; users' runs keep XLA's defaults.
+120 s -> 94 s, a third less CPU time), and run it about a quarter slower, which these programs
+barely notice. The semantics are XLA's either way; users' runs keep XLA's defaults.
 """
 TIMEOUTS = "--xla_cpu_collective_call_terminate_timeout_seconds=3600"
 FAST_CODEGEN = "--xla_cpu_use_fusion_emitters=false"
